@@ -1,0 +1,49 @@
+# The two commands from the README: `make demo` and `make test`. Both build .venv first.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit system-deps bench clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3'"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Debian packages the real-component tests need (Prometheus and promtool). Installed when root;
+# otherwise the tests that need them fail in CI and are skipped, loudly, elsewhere.
+system-deps:
+	@if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then \
+		echo "prometheus: present"; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian package prometheus"; \
+		(apt-get update -qq >/dev/null 2>&1 || true); \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus kcat >/dev/null; \
+	else \
+		echo "prometheus is missing and this is not root: install the Debian package 'prometheus'"; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/pypi-bridge demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
+
+test: $(STAMP) system-deps lint typecheck
+	$(BIN)/pytest -q -ra
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.backfill
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+"""pypi-kafka-bridge: PyPI's journal as a typed, exactly-once event stream on Apache Kafka."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,495 @@
+"""Settings: one typed object per concern, built once from flags and `PYPI_BRIDGE_*` variables.
+
+Every flag of every command is declared here, in `FLAGS`, with its type, default and help.
+The command line is generated from that table, and each flag also reads its default from the
+environment variable `PYPI_BRIDGE_<FLAG>` (upper case, dashes to underscores). Nothing else in
+the package reads the environment: settings are validated here and passed down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from bridge.errors import ConfigError
+
+ENV_PREFIX = "PYPI_BRIDGE_"
+DEFAULT_PYPI_URL = "https://pypi.org/pypi"
+DeliveryMode = Literal["auto", "transactional", "high-water"]
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_TOPIC_PREFIX_RE = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+
+
+# --- value parsers: each raises ValueError with a message that names what is expected -------
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("expected a number of seconds greater than 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError("expected a number of seconds, 0 or more")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("expected a whole number of at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("expected a whole number, 0 or more")
+    return value
+
+
+def port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("expected a TCP port from 0 to 65535 (0 picks a free one)")
+    return value
+
+
+def replication_factor(text: str) -> int:
+    value = int(text)
+    if value == 0 or value < -1:
+        raise ValueError("expected a whole number of at least 1, or -1 for the broker's default")
+    return value
+
+
+def start_serial(text: str) -> int | None:
+    """A serial to start after, or `latest` (None): begin at the journal's head."""
+    if text.strip().lower() == "latest":
+        return None
+    value = int(text)
+    if value < 0:
+        raise ValueError("expected a serial (0 or more) or 'latest'")
+    return value
+
+
+def boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+def http_url(text: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", text):
+        raise ValueError("expected an http:// or https:// URL")
+    return text.rstrip("/")
+
+
+def topic_prefix(text: str) -> str:
+    if not _TOPIC_PREFIX_RE.match(text) or len(text) > 200:
+        raise ValueError("expected letters, digits, '-', '_' in dot-separated parts (like 'pypi')")
+    return text
+
+
+def choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        for option in allowed:
+            if text.strip().lower() == option.lower():
+                return option
+        raise ValueError(f"expected one of {', '.join(allowed)}")
+
+    parse.__name__ = "choice"
+    return parse
+
+
+def readable_file(text: str) -> str:
+    path = Path(text)
+    if not path.is_file():
+        raise ValueError(f"no readable file at {text}")
+    return str(path)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag, mirrored by the variable `PYPI_BRIDGE_<NAME>`."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    secret: bool = False
+    repeatable: bool = False
+    is_switch: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.dest.upper()
+
+
+# --- the flags, grouped by the concern they configure -------------------------------------
+
+SOURCE_FLAGS = (
+    Flag("pypi-url", http_url, DEFAULT_PYPI_URL, "PyPI's XML-RPC endpoint (or the simulator's)"),
+    Flag("contact", str, "", "contact (email or URL) added to the User-Agent, as PyPI asks"),
+    Flag(
+        "min-request-interval",
+        non_negative_float,
+        1.0,
+        "seconds kept between two calls to PyPI (PyPI's docs ask for 1)",
+    ),
+    Flag("request-timeout", positive_float, 60.0, "seconds before one PyPI call is abandoned"),
+    Flag("max-backoff", positive_float, 60.0, "longest wait between retries of a failing call"),
+)
+
+KAFKA_FLAGS = (
+    Flag(
+        "bootstrap-servers",
+        str,
+        None,
+        "Kafka bootstrap servers, host:port[,host:port]; none starts the embedded broker",
+    ),
+    Flag("security-protocol", choice(*SECURITY_PROTOCOLS), "PLAINTEXT", "Kafka security protocol"),
+    Flag("ssl-cafile", readable_file, None, "CA bundle (PEM) that signed the brokers' certificates"),
+    Flag("ssl-certfile", readable_file, None, "client certificate (PEM) for mutual TLS"),
+    Flag("ssl-keyfile", readable_file, None, "client private key (PEM) for mutual TLS"),
+    Flag("ssl-key-password", str, None, "password of the client private key", secret=True),
+    Flag(
+        "ssl-key-password-file",
+        readable_file,
+        None,
+        "file holding the client key's password",
+    ),
+    Flag("sasl-mechanism", choice(*SASL_MECHANISMS), None, "SASL mechanism"),
+    Flag("sasl-username", str, None, "SASL user name"),
+    Flag("sasl-password", str, None, "SASL password (prefer --sasl-password-file)", secret=True),
+    Flag("sasl-password-file", readable_file, None, "file holding the SASL password"),
+)
+
+TOPIC_FLAGS = (
+    Flag("topic-prefix", topic_prefix, "pypi", "topics are named {prefix}.{event type}"),
+    Flag("partitions", positive_int, 3, "partitions of each event topic created at start"),
+    Flag(
+        "replication-factor",
+        replication_factor,
+        -1,
+        "replication factor of created topics (-1: the broker's default)",
+    ),
+)
+
+RUN_FLAGS = (
+    *SOURCE_FLAGS,
+    *KAFKA_FLAGS,
+    *TOPIC_FLAGS,
+    Flag(
+        "start-serial",
+        start_serial,
+        None,
+        "where to begin when no checkpoint exists: a serial (events after it) or 'latest'",
+    ),
+    Flag("poll-interval", positive_float, 1.0, "seconds between polls once caught up"),
+    Flag("stop-at-serial", non_negative_int, None, "exit 0 once every entry up to it is committed"),
+    Flag("batch-size", positive_int, 50_000, "most journal rows published per commit"),
+    Flag(
+        "delivery",
+        choice("auto", "transactional", "high-water"),
+        "auto",
+        "exactly-once mechanism: Kafka transactions, or high-water recovery",
+    ),
+    Flag("transactional-id", str, None, "fixed transactional id (default: from the topic prefix)"),
+    Flag("replica-id", str, None, "this replica's name in logs and metrics (default: host name)"),
+    Flag("http-host", str, "0.0.0.0", "address for /metrics, /healthz and /readyz"),  # noqa: S104
+    Flag("http-port", port, 9300, "port for /metrics, /healthz and /readyz"),
+    Flag(
+        "progress-interval",
+        positive_float,
+        10.0,
+        "seconds between backfill progress lines in the log",
+    ),
+    Flag("log-level", choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "log verbosity"),
+    Flag("log-format", choice("text", "json"), "text", "log lines as text or JSON"),
+)
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """How the bridge talks to PyPI."""
+
+    pypi_url: str = DEFAULT_PYPI_URL
+    contact: str = ""
+    min_request_interval: float = 1.0
+    request_timeout: float = 60.0
+    max_backoff: float = 60.0
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """How the bridge reaches Kafka. Secrets never appear in `repr` or logs."""
+
+    bootstrap_servers: str | None = None
+    security_protocol: str = "PLAINTEXT"
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_key_password: str | None = dataclasses.field(default=None, repr=False)
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = dataclasses.field(default=None, repr=False)
+    client_id: str = "pypi-bridge"
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments shared by every aiokafka client the bridge creates."""
+        if self.bootstrap_servers is None:
+            raise ConfigError("no Kafka bootstrap servers are set", "pass --bootstrap-servers")
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            import ssl
+
+            context = ssl.create_default_context(cafile=self.ssl_cafile)
+            if self.ssl_certfile:
+                context.load_cert_chain(
+                    self.ssl_certfile, self.ssl_keyfile, password=self.ssl_key_password
+                )
+            options["ssl_context"] = context
+        if self.security_protocol.startswith("SASL"):
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = self.sasl_password
+        return options
+
+    def with_bootstrap(self, servers: str) -> KafkaSettings:
+        return dataclasses.replace(self, bootstrap_servers=servers)
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    """Names and shape of the topics the bridge writes."""
+
+    prefix: str = "pypi"
+    partitions: int = 3
+    replication_factor: int = -1
+
+    def topic(self, event_type: str) -> str:
+        return f"{self.prefix}.{event_type}"
+
+    @property
+    def checkpoint_topic(self) -> str:
+        """Compacted internal topic holding the committed serial (outside `{prefix}.*`)."""
+        return f"{self.prefix}-bridge.checkpoint"
+
+    @property
+    def leadership_topic(self) -> str:
+        """One-partition topic whose consumer-group owner is the leader."""
+        return f"{self.prefix}-bridge.leader"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything `pypi-bridge run` needs, validated together."""
+
+    source: SourceSettings = SourceSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    start_serial: int | None = None
+    poll_interval: float = 1.0
+    stop_at_serial: int | None = None
+    batch_size: int = 50_000
+    delivery: DeliveryMode = "auto"
+    transactional_id: str | None = None
+    replica_id: str = dataclasses.field(default_factory=socket.gethostname)
+    http_host: str = "0.0.0.0"  # noqa: S104 - a pod's probes and scrapes come from outside
+    http_port: int = 9300
+    progress_interval: float = 10.0
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+    @property
+    def effective_transactional_id(self) -> str:
+        return self.transactional_id or f"{self.topics.prefix}-bridge"
+
+    @property
+    def group_id(self) -> str:
+        """Consumer group whose single partition owner leads."""
+        return f"{self.topics.prefix}-bridge.leader"
+
+
+# --- building argparse from the table, and settings from the parsed values ----------------
+
+
+class _EnvDefaultsParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line with the fix, and exit status 2."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"pypi-bridge {self.prog.split()[-1]}: error: {message} (see --help)\n")
+
+
+def add_flags(
+    parser: argparse.ArgumentParser, flags: Sequence[Flag], environ: Mapping[str, str]
+) -> None:
+    """Declare `flags` on `parser`, each defaulting to its `PYPI_BRIDGE_*` variable if set."""
+    for flag in flags:
+        default = flag.default
+        raw = environ.get(flag.env)
+        if raw is not None and raw != "":
+            try:
+                default = [flag.parse(v) for v in raw.split(",")] if flag.repeatable else (
+                    flag.parse(raw)
+                )
+            except ValueError as exc:
+                shown = "(hidden)" if flag.secret else repr(raw)
+                raise ConfigError(
+                    f"environment variable {flag.env}={shown} is invalid: {exc}",
+                    f"fix or unset {flag.env}",
+                ) from None
+        help_text = f"{flag.help} [env {flag.env}]"
+        if flag.is_switch:
+            parser.add_argument(
+                f"--{flag.name}",
+                dest=flag.dest,
+                action=argparse.BooleanOptionalAction,
+                default=bool(default),
+                help=help_text,
+            )
+            continue
+        parser.add_argument(
+            f"--{flag.name}",
+            dest=flag.dest,
+            type=_named(flag),
+            default=default,
+            action="append" if flag.repeatable else "store",
+            help=help_text + ("" if flag.secret or default is None else f" (default: {default})"),
+        )
+
+
+def _named(flag: Flag) -> Callable[[str], Any]:
+    """Wrap a value parser so argparse's error names the flag and the expectation."""
+
+    def parse(text: str) -> Any:
+        try:
+            return flag.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+    parse.__name__ = flag.dest
+    return parse
+
+
+def _read_secret(value: str | None, path: str | None, what: str) -> str | None:
+    if path is None:
+        return value
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+
+
+def kafka_settings(ns: argparse.Namespace) -> KafkaSettings:
+    """Kafka connection settings from parsed flags, with secrets loaded and combinations checked."""
+    protocol = ns.security_protocol
+    if ns.sasl_mechanism and not protocol.startswith("SASL"):
+        raise ConfigError(
+            f"--sasl-mechanism {ns.sasl_mechanism} needs a SASL security protocol",
+            "add --security-protocol SASL_SSL (or SASL_PLAINTEXT)",
+        )
+    password = _read_secret(ns.sasl_password, ns.sasl_password_file, "SASL password")
+    if protocol.startswith("SASL"):
+        if not ns.sasl_mechanism:
+            raise ConfigError(
+                f"--security-protocol {protocol} needs a SASL mechanism",
+                f"add --sasl-mechanism ({', '.join(SASL_MECHANISMS)})",
+            )
+        if not ns.sasl_username or password is None:
+            raise ConfigError(
+                "SASL needs a user name and a password",
+                "set --sasl-username and --sasl-password-file (or PYPI_BRIDGE_SASL_PASSWORD)",
+            )
+    if (ns.ssl_certfile is None) != (ns.ssl_keyfile is None):
+        raise ConfigError(
+            "mutual TLS needs both --ssl-certfile and --ssl-keyfile", "give both or neither"
+        )
+    if (ns.ssl_cafile or ns.ssl_certfile) and protocol not in ("SSL", "SASL_SSL"):
+        raise ConfigError(
+            f"TLS files were given but --security-protocol is {protocol}",
+            "use --security-protocol SSL or SASL_SSL",
+        )
+    return KafkaSettings(
+        bootstrap_servers=ns.bootstrap_servers,
+        security_protocol=protocol,
+        ssl_cafile=ns.ssl_cafile,
+        ssl_certfile=ns.ssl_certfile,
+        ssl_keyfile=ns.ssl_keyfile,
+        ssl_key_password=_read_secret(
+            ns.ssl_key_password, ns.ssl_key_password_file, "TLS key password"
+        ),
+        sasl_mechanism=ns.sasl_mechanism if protocol.startswith("SASL") else None,
+        sasl_username=ns.sasl_username,
+        sasl_password=password,
+    )
+
+
+def source_settings(ns: argparse.Namespace) -> SourceSettings:
+    return SourceSettings(
+        pypi_url=ns.pypi_url,
+        contact=ns.contact,
+        min_request_interval=ns.min_request_interval,
+        request_timeout=ns.request_timeout,
+        max_backoff=ns.max_backoff,
+    )
+
+
+def topic_settings(ns: argparse.Namespace) -> TopicSettings:
+    return TopicSettings(
+        prefix=ns.topic_prefix, partitions=ns.partitions, replication_factor=ns.replication_factor
+    )
+
+
+def run_settings(ns: argparse.Namespace) -> RunSettings:
+    """The validated settings of `pypi-bridge run`."""
+    if ns.stop_at_serial is not None and ns.start_serial is not None:
+        if ns.stop_at_serial < ns.start_serial:
+            raise ConfigError(
+                f"--stop-at-serial {ns.stop_at_serial} is before --start-serial {ns.start_serial}",
+                "give a stop serial at or after the start serial",
+            )
+    return RunSettings(
+        source=source_settings(ns),
+        kafka=kafka_settings(ns),
+        topics=topic_settings(ns),
+        start_serial=ns.start_serial,
+        poll_interval=ns.poll_interval,
+        stop_at_serial=ns.stop_at_serial,
+        batch_size=ns.batch_size,
+        delivery=ns.delivery,
+        transactional_id=ns.transactional_id,
+        replica_id=ns.replica_id or socket.gethostname(),
+        http_host=ns.http_host,
+        http_port=ns.http_port,
+        progress_interval=ns.progress_interval,
+        log_level=ns.log_level,
+        log_format=ns.log_format,
+    )
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment; the one place the package reads it (at start-up, in `cli`)."""
+    return os.environ

@@ -1,0 +1,78 @@
+"""The bridge's exceptions: one root, and a few subclasses that say what the user can do.
+
+Every class carries its fields and renders as one readable line (problem, then fix), which is
+what the command line prints instead of a traceback for an expected failure.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Root of every error the bridge raises on purpose."""
+
+    #: Whether trying the same thing again later may succeed.
+    retriable = False
+
+    def __init__(self, problem: str, fix: str = "") -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.problem}; {self.fix}" if self.fix else self.problem
+
+
+class ConfigError(BridgeError):
+    """A flag, environment variable or file given by the operator is unusable."""
+
+
+class SourceError(BridgeError):
+    """PyPI (or the simulator) answered with something retrying will not fix."""
+
+
+class SourceFault(SourceError):
+    """An XML-RPC fault that is not throttling: bad method, bad argument, bad body."""
+
+    def __init__(self, code: int, message: str, fix: str = "") -> None:
+        super().__init__(f"PyPI answered with XML-RPC fault {code}: {message}", fix)
+        self.code = code
+        self.message = message
+
+
+class TransientSourceError(SourceError):
+    """A failure that a retry with backoff may cure (5xx, time-out, reset, truncated body)."""
+
+    retriable = True
+
+    def __init__(self, problem: str, outcome: str) -> None:
+        super().__init__(problem)
+        #: The label used on `pypi_bridge_source_requests_total{outcome=...}`.
+        self.outcome = outcome
+
+
+class Throttled(TransientSourceError):
+    """PyPI's rate limiter said no (HTTP 200 with fault -32500 HTTPTooManyRequests)."""
+
+    def __init__(self, retry_after: float, message: str) -> None:
+        super().__init__(f"PyPI is throttling this client: {message}", "throttled")
+        self.retry_after = retry_after
+
+
+class BrokerError(BridgeError):
+    """Kafka is unreachable or refused an operation."""
+
+    retriable = True
+
+
+class Fenced(BrokerError):
+    """Another replica took over: this one must stop producing at once."""
+
+    retriable = False
+
+
+class EmbeddedBrokerError(BridgeError):
+    """The embedded broker could not be found or started."""
+
+
+class ContractError(BridgeError):
+    """Data read back from Kafka does not match the published event contract."""
