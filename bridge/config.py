@@ -166,7 +166,9 @@ KAFKA_FLAGS = (
         "Kafka bootstrap servers, host:port[,host:port]; none starts the embedded broker",
     ),
     Flag("security-protocol", choice(*SECURITY_PROTOCOLS), "PLAINTEXT", "Kafka security protocol"),
-    Flag("ssl-cafile", readable_file, None, "CA bundle (PEM) that signed the brokers' certificates"),
+    Flag(
+        "ssl-cafile", readable_file, None, "CA bundle (PEM) that signed the brokers' certificates"
+    ),
     Flag("ssl-certfile", readable_file, None, "client certificate (PEM) for mutual TLS"),
     Flag("ssl-keyfile", readable_file, None, "client private key (PEM) for mutual TLS"),
     Flag("ssl-key-password", str, None, "password of the client private key", secret=True),
@@ -289,19 +291,6 @@ class TopicSettings:
     partitions: int = 3
     replication_factor: int = -1
 
-    def topic(self, event_type: str) -> str:
-        return f"{self.prefix}.{event_type}"
-
-    @property
-    def checkpoint_topic(self) -> str:
-        """Compacted internal topic holding the committed serial (outside `{prefix}.*`)."""
-        return f"{self.prefix}-bridge.checkpoint"
-
-    @property
-    def leadership_topic(self) -> str:
-        """One-partition topic whose consumer-group owner is the leader."""
-        return f"{self.prefix}-bridge.leader"
-
 
 @dataclass(frozen=True)
 class RunSettings:
@@ -352,8 +341,10 @@ def add_flags(
         raw = environ.get(flag.env)
         if raw is not None and raw != "":
             try:
-                default = [flag.parse(v) for v in raw.split(",")] if flag.repeatable else (
-                    flag.parse(raw)
+                default = (
+                    [flag.parse(v) for v in raw.split(",")]
+                    if flag.repeatable
+                    else (flag.parse(raw))
                 )
             except ValueError as exc:
                 shown = "(hidden)" if flag.secret else repr(raw)
@@ -465,12 +456,15 @@ def topic_settings(ns: argparse.Namespace) -> TopicSettings:
 
 def run_settings(ns: argparse.Namespace) -> RunSettings:
     """The validated settings of `pypi-bridge run`."""
-    if ns.stop_at_serial is not None and ns.start_serial is not None:
-        if ns.stop_at_serial < ns.start_serial:
-            raise ConfigError(
-                f"--stop-at-serial {ns.stop_at_serial} is before --start-serial {ns.start_serial}",
-                "give a stop serial at or after the start serial",
-            )
+    if (
+        ns.stop_at_serial is not None
+        and ns.start_serial is not None
+        and ns.stop_at_serial < ns.start_serial
+    ):
+        raise ConfigError(
+            f"--stop-at-serial {ns.stop_at_serial} is before --start-serial {ns.start_serial}",
+            "give a stop serial at or after the start serial",
+        )
     return RunSettings(
         source=source_settings(ns),
         kafka=kafka_settings(ns),

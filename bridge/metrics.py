@@ -206,9 +206,6 @@ async def start_http(
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    server = site._server
-    bound = port
-    if server is not None and getattr(server, "sockets", None):
-        bound = server.sockets[0].getsockname()[1]
+    bound = int(runner.addresses[0][1]) if runner.addresses else port
     log.info("metrics and health on http://%s:%d (/metrics, /healthz, /readyz)", host, bound)
     return runner, bound

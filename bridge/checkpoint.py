@@ -1,0 +1,137 @@
+"""Checkpoint: the one place the committed serial is written and read back.
+
+The checkpoint is a record on a compacted one-partition topic (`{prefix}-bridge.checkpoint`),
+written with the events it covers: inside the same transaction on a transactional broker, or
+right after the batch is acknowledged otherwise. Besides the serial it stores, for every event
+partition, the offset just past the records it covers; on a broker without transactions, recovery
+reads every partition from there to its end to learn exactly which later serials already landed,
+and the sink skips those instead of sending them twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import orjson
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
+from bridge.config import KafkaSettings
+from bridge.errors import BrokerError, ContractError
+from bridge.kafka import consumer, partitions_of, read_ranges
+from bridge.routing import checkpoint_topic, event_topics, serial_of
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Every journal entry up to `serial` is committed to the event topics."""
+
+    serial: int
+    #: Journal timestamp of the last committed entry (None when nothing was committed yet).
+    timestamp: int | None
+    #: Event topic -> next offset of each partition (index = partition) once this batch landed.
+    offsets: dict[str, list[int]] = field(default_factory=dict)
+    replica: str = ""
+    mode: str = ""
+    written_at: float = 0.0
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "version": FORMAT_VERSION,
+                "serial": self.serial,
+                "timestamp": self.timestamp,
+                "offsets": self.offsets,
+                "replica": self.replica,
+                "mode": self.mode,
+                "written_at": self.written_at or time.time(),
+            }
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Checkpoint:
+        try:
+            data = orjson.loads(payload)
+            return cls(
+                serial=int(data["serial"]),
+                timestamp=data.get("timestamp"),
+                offsets={str(k): [int(o) for o in v] for k, v in data.get("offsets", {}).items()},
+                replica=str(data.get("replica", "")),
+                mode=str(data.get("mode", "")),
+                written_at=float(data.get("written_at", 0.0)),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ContractError(
+                f"the checkpoint record is unreadable ({exc})",
+                "inspect the checkpoint topic; delete it only to restart from --start-serial",
+            ) from None
+
+
+def checkpoint_key(prefix: str) -> bytes:
+    return prefix.encode()
+
+
+async def read_checkpoint(
+    kafka: KafkaSettings, prefix: str, *, committed_only: bool
+) -> Checkpoint | None:
+    """The newest checkpoint for `prefix`, or None if the bridge never committed anything."""
+    topic = checkpoint_topic(prefix)
+    isolation = "read_committed" if committed_only else "read_uncommitted"
+    client = consumer(kafka, isolation_level=isolation)
+    try:
+        await client.start()
+        (tp,) = await partitions_of(client, [topic])
+        begin = (await client.beginning_offsets([tp]))[tp]
+        end = (await client.end_offsets([tp]))[tp]
+        # The tail may hold transaction markers; a few records back always reaches a data record.
+        records = await read_ranges(client, {tp: max(begin, end - 16)})
+    except KafkaError as exc:
+        raise BrokerError(f"cannot read the checkpoint topic {topic}: {exc}") from None
+    finally:
+        await client.stop()
+    key = checkpoint_key(prefix)
+    mine = [r for r in records if r.key == key and r.value is not None]
+    return Checkpoint.decode(mine[-1].value) if mine else None
+
+
+async def landed_serials(
+    kafka: KafkaSettings, prefix: str, checkpoint: Checkpoint | None
+) -> tuple[set[int], dict[str, list[int]]]:
+    """Serials after the checkpoint that already sit in the event topics, and the end offsets.
+
+    This is the high-water recovery: a batch may have partly landed before a crash, and without
+    transactions those records are visible; the sink must not send them again.
+    """
+    client = consumer(kafka, isolation_level="read_uncommitted")
+    try:
+        await client.start()
+        partitions = await partitions_of(client, event_topics(prefix))
+        known = checkpoint.offsets if checkpoint else {}
+        begins = await client.beginning_offsets(partitions)
+        starts: dict[TopicPartition, int] = {}
+        for tp in partitions:
+            offsets = known.get(tp.topic, [])
+            start = offsets[tp.partition] if tp.partition < len(offsets) else begins[tp]
+            starts[tp] = max(start, begins[tp])
+        records = await read_ranges(client, starts)
+        ends = await client.end_offsets(partitions)
+    except KafkaError as exc:
+        raise BrokerError(f"cannot read the event topics to recover: {exc}") from None
+    finally:
+        await client.stop()
+    floor = checkpoint.serial if checkpoint else -1
+    landed = {s for r in records if (s := serial_of(r.headers)) is not None and s > floor}
+    end_offsets: dict[str, list[int]] = {}
+    for tp in sorted(partitions, key=lambda t: (t.topic, t.partition)):
+        end_offsets.setdefault(tp.topic, []).append(ends[tp])
+    log.info(
+        "recovery: read %d records written after the checkpoint, %d serials already landed",
+        len(records),
+        len(landed),
+    )
+    return landed, end_offsets

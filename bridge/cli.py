@@ -1,0 +1,266 @@
+"""Command line: argparse subcommands, then a single `asyncio.run(...)`.
+
+Expected failures print one line (`pypi-bridge: error: problem; fix`) and exit non-zero, never a
+traceback: 2 for a bad flag or variable, 1 for anything else the bridge reports on purpose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from bridge import __version__
+from bridge.config import (
+    KAFKA_FLAGS,
+    RUN_FLAGS,
+    Flag,
+    _EnvDefaultsParser,
+    add_flags,
+    boolean,
+    environment,
+    kafka_settings,
+    non_negative_float,
+    port,
+    positive_float,
+    positive_int,
+    run_settings,
+    topic_prefix,
+)
+from bridge.errors import BridgeError, ConfigError
+
+log = logging.getLogger("bridge")
+
+CONSUME_FLAGS = (
+    *KAFKA_FLAGS,
+    Flag("topic-prefix", topic_prefix, "pypi", "topics are named {prefix}.{event type}"),
+    Flag("type", str, None, "event type or glob (repeatable), e.g. release.* ", repeatable=True),
+    Flag(
+        "from-beginning", boolean, False, "start at the oldest event (new groups)", is_switch=True
+    ),
+    Flag("max-events", positive_int, None, "exit after printing this many events"),
+    Flag("timeout", positive_float, None, "exit after this many seconds without a new event"),
+    Flag("group", str, None, "consumer group: resume where it left off, commit as it goes"),
+    Flag("log-level", str, "WARNING", "log verbosity"),
+)
+BROKER_FLAGS = (
+    Flag("host", str, "127.0.0.1", "address to listen on"),
+    Flag("port", port, 9092, "port to listen on (0 picks a free one)"),
+    Flag("log-level", str, "INFO", "log verbosity"),
+)
+DEMO_FLAGS = (
+    Flag("rate", non_negative_float, 20.0, "simulated journal rows per second"),
+    Flag("prefill", positive_int, 5000, "journal rows that exist before the bridge starts"),
+    Flag("duration", positive_float, None, "stop after this many seconds (default: until Ctrl-C)"),
+    Flag("http-port", port, 9300, "port for /metrics, /healthz, /readyz (0 picks a free one)"),
+    Flag("seed", int, 2026, "simulator seed"),
+    Flag("log-level", str, "WARNING", "log verbosity"),
+)
+
+
+def _simulate_flags() -> tuple[Flag, ...]:
+    from bridge.simulator import SIMULATE_FLAGS
+
+    return (*SIMULATE_FLAGS, Flag("log-level", str, "INFO", "log verbosity"))
+
+
+COMMANDS: dict[str, tuple[str, Callable[[], Sequence[Flag]]]] = {
+    "run": ("the bridge: tail PyPI's journal into Kafka", lambda: RUN_FLAGS),
+    "demo": ("everything on this machine, with a live view of events by type", lambda: DEMO_FLAGS),
+    "consume": ("print events as JSON Lines", lambda: CONSUME_FLAGS),
+    "simulate": ("a PyPI journal simulator speaking the real XML-RPC protocol", _simulate_flags),
+    "broker": ("the embedded Kafka-protocol broker in the foreground", lambda: BROKER_FLAGS),
+}
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = _EnvDefaultsParser(
+        prog="pypi-bridge",
+        description="PyPI's journal as a typed, exactly-once event stream on Apache Kafka. "
+        "Every flag also reads PYPI_BRIDGE_<FLAG>.",
+    )
+    parser.add_argument("--version", action="version", version=f"pypi-bridge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_EnvDefaultsParser)
+    for name, (summary, flags) in COMMANDS.items():
+        command = sub.add_parser(name, help=summary, description=summary)
+        add_flags(command, flags(), environ)
+    return parser
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
+
+
+def setup_logging(level: str, fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # aiokafka logs every reconnect attempt at ERROR; our own lines say what matters.
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("aiokafka.conn").setLevel(logging.CRITICAL)
+    logging.getLogger("aiokafka.cluster").setLevel(logging.CRITICAL)
+
+
+def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
+    """Run `main(stop)`; SIGTERM and SIGINT set `stop` for a graceful shutdown."""
+
+    async def wrapper() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        return await main(stop)
+
+    return asyncio.run(wrapper())
+
+
+# --- the commands -------------------------------------------------------------------------------
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    from bridge.service import Replica
+
+    settings = run_settings(ns)
+    setup_logging(settings.log_level, settings.log_format)
+    log.info("pypi-bridge %s starting as replica %s", __version__, settings.replica_id)
+    return run_until_signalled(Replica(settings).run)
+
+
+def cmd_broker(ns: argparse.Namespace) -> int:
+    from bridge.broker import start_broker
+
+    setup_logging(ns.log_level)
+    broker = start_broker(ns.port, host=ns.host)
+    print(f"embedded broker listening; bootstrap servers: {broker.bootstrap_servers}", flush=True)
+    print("memory only: all data is lost when it stops. Ctrl-C to stop.", flush=True)
+
+    async def wait(stop: asyncio.Event) -> int:
+        while not stop.is_set():
+            if broker.process.poll() is not None:
+                raise BridgeError(f"the embedded broker exited ({broker.process.returncode})")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+        return 0
+
+    try:
+        return run_until_signalled(wait)
+    finally:
+        broker.stop()
+
+
+def cmd_simulate(ns: argparse.Namespace) -> int:
+    from bridge.simulator import serve, simulator_settings
+
+    setup_logging(ns.log_level)
+    settings = simulator_settings(ns)
+
+    def ready(url: str) -> None:
+        print(url, flush=True)
+
+    async def main(stop: asyncio.Event) -> int:
+        server = asyncio.create_task(serve(settings, on_ready=ready))
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({server, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
+        return 0
+
+    return run_until_signalled(main)
+
+
+def cmd_consume(ns: argparse.Namespace) -> int:
+    from bridge.consumer import EventStream, resolve_types
+
+    setup_logging(ns.log_level)
+    kafka = kafka_settings(ns)
+    if kafka.bootstrap_servers is None:
+        raise ConfigError("consume needs a broker", "pass --bootstrap-servers host:port")
+    types = resolve_types(ns.type or ["*"])
+    out = sys.stdout.buffer
+
+    async def main(stop: asyncio.Event) -> int:
+        printed = 0
+        last_event = time.monotonic()
+        async with EventStream(
+            kafka,
+            types,
+            prefix=ns.topic_prefix,
+            group=ns.group,
+            from_beginning=ns.from_beginning,
+        ) as stream:
+            iterator = stream.__aiter__()
+            while not stop.is_set():
+                if ns.max_events is not None and printed >= ns.max_events:
+                    break
+                if ns.timeout is not None and time.monotonic() - last_event >= ns.timeout:
+                    break
+                try:
+                    event = await asyncio.wait_for(iterator.__anext__(), 0.5)
+                except TimeoutError:
+                    continue
+                out.write(orjson.dumps(event) + b"\n")
+                out.flush()
+                printed += 1
+                last_event = time.monotonic()
+            await iterator.aclose()
+        return 0
+
+    return run_until_signalled(main)
+
+
+def cmd_demo(ns: argparse.Namespace) -> int:
+    from bridge.demo import run_demo
+
+    setup_logging(ns.log_level)
+    return run_until_signalled(lambda stop: run_demo(ns, stop))
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "demo": cmd_demo,
+    "consume": cmd_consume,
+    "simulate": cmd_simulate,
+    "broker": cmd_broker,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `pypi-bridge` and `python -m bridge`."""
+    try:
+        ns = build_parser(environment()).parse_args(argv)
+        return HANDLERS[ns.command](ns)
+    except ConfigError as exc:
+        print(f"pypi-bridge: error: {exc}", file=sys.stderr)
+        return 2
+    except BridgeError as exc:
+        print(f"pypi-bridge: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

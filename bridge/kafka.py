@@ -1,0 +1,132 @@
+"""Kafka plumbing shared by the sink, the checkpoint, leadership and the consumers.
+
+Client construction (with the operator's TLS/SASL settings), topic creation, and reading the
+tail of partitions, so those details live in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from bridge.config import KafkaSettings, TopicSettings
+from bridge.errors import BrokerError
+from bridge.routing import checkpoint_topic, event_topics, leadership_topic
+
+log = logging.getLogger(__name__)
+
+
+def producer(kafka: KafkaSettings, **options: Any) -> AIOKafkaProducer:
+    """A producer tuned for throughput: batches fill while the previous one is in flight."""
+    defaults: dict[str, Any] = {
+        "acks": "all",
+        "linger_ms": 5,
+        "max_batch_size": 256 * 1024,
+        "max_request_size": 4 * 1024 * 1024,
+        "request_timeout_ms": 30_000,
+    }
+    return AIOKafkaProducer(**kafka.client_options(), **{**defaults, **options})
+
+
+def consumer(kafka: KafkaSettings, *topics: str, **options: Any) -> AIOKafkaConsumer:
+    defaults: dict[str, Any] = {
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        "fetch_max_bytes": 16 * 1024 * 1024,
+    }
+    return AIOKafkaConsumer(*topics, **kafka.client_options(), **{**defaults, **options})
+
+
+def admin(kafka: KafkaSettings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**kafka.client_options(), request_timeout_ms=30_000)
+
+
+def unreachable(kafka: KafkaSettings, exc: BaseException) -> BrokerError:
+    return BrokerError(
+        f"cannot reach Kafka at {kafka.bootstrap_servers}: {type(exc).__name__}: {exc}",
+        "check --bootstrap-servers and the network (the bridge keeps retrying)",
+    )
+
+
+async def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> None:
+    """Create the event, checkpoint and leadership topics that do not exist yet."""
+    client = admin(kafka)
+    try:
+        await client.start()
+        existing = set(await client.list_topics())
+        wanted = [
+            NewTopic(name, topics.partitions, topics.replication_factor)
+            for name in event_topics(topics.prefix)
+        ]
+        wanted.append(
+            NewTopic(
+                checkpoint_topic(topics.prefix),
+                1,
+                topics.replication_factor,
+                topic_configs={"cleanup.policy": "compact"},
+            )
+        )
+        wanted.append(NewTopic(leadership_topic(topics.prefix), 1, topics.replication_factor))
+        missing = [t for t in wanted if t.name not in existing]
+        if missing:
+            # Another replica may have created them first.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await client.create_topics(missing)
+            log.info("created %d topics with prefix %r", len(missing), topics.prefix)
+    except KafkaConnectionError as exc:
+        raise unreachable(kafka, exc) from None
+    except KafkaError as exc:
+        raise BrokerError(
+            f"cannot create topics on {kafka.bootstrap_servers}: {exc}",
+            "check --partitions/--replication-factor against the cluster, and the ACLs",
+        ) from None
+    finally:
+        await client.close()
+
+
+async def partitions_of(client: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of `topics` (refreshing metadata until each topic is known)."""
+    found: list[TopicPartition] = []
+    for topic in topics:
+        for _ in range(50):
+            parts = client.partitions_for_topic(topic)
+            if parts:
+                found.extend(TopicPartition(topic, p) for p in sorted(parts))
+                break
+            await client._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        else:
+            raise BrokerError(f"topic {topic} does not exist", "start the bridge once to create it")
+    return found
+
+
+async def read_ranges(
+    client: AIOKafkaConsumer, starts: dict[TopicPartition, int]
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record from each partition's start offset up to its end at the time of the call."""
+    if not starts:
+        return []
+    client.assign(list(starts))
+    ends = await client.end_offsets(list(starts))
+    pending = {tp for tp in starts if ends[tp] > starts[tp]}
+    for tp in starts:
+        client.seek(tp, starts[tp])
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    while pending:
+        batch = await client.getmany(*pending, timeout_ms=1000)
+        for tp, messages in batch.items():
+            for message in messages:
+                if message.offset < ends[tp]:
+                    records.append(message)
+        for tp in list(pending):
+            if await client.position(tp) >= ends[tp]:
+                pending.discard(tp)
+    return records

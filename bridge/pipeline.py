@@ -1,0 +1,191 @@
+"""The leader's loop: source -> parse -> route -> sink, page after page, with progress.
+
+Only the leader runs it. It resumes from the sink's checkpoint (or from `--start-serial` when there
+is none), reads the journal page by page, publishes each batch with its checkpoint, and sleeps
+`--poll-interval` once caught up. With `--stop-at-serial N` it returns once every entry up to N is
+committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bridge.config import RunSettings
+from bridge.parse import Row, parse_row
+from bridge.sink import Sink
+from bridge.source import PyPIClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """Backfill progress: serials done, rate and ETA, logged at a steady interval."""
+
+    interval: float
+    started_at: float = 0.0
+    start_serial: int = 0
+    committed: int = 0
+    head: int | None = None
+    rows: int = 0
+    _last_log: float = 0.0
+    _window: tuple[float, int] = (0.0, 0)
+    rate: float = 0.0
+
+    def begin(self, serial: int, head: int | None) -> None:
+        now = time.monotonic()
+        self.started_at = self._last_log = now
+        self.start_serial = self.committed = serial
+        self.head = head
+        self._window = (now, 0)
+
+    def advance(self, serial: int, rows: int, head: int | None) -> None:
+        self.committed = serial
+        self.rows += rows
+        if head is not None and (self.head is None or head > self.head):
+            self.head = head
+        now = time.monotonic()
+        since, counted = self._window
+        if now - since >= 1.0:
+            self.rate = (self.rows - counted) / (now - since)
+            self._window = (now, self.rows)
+        if now - self._last_log >= self.interval:
+            self._last_log = now
+            log.info("%s", self.describe())
+
+    @property
+    def backlog(self) -> int:
+        return max(0, (self.head or self.committed) - self.committed)
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if not self.backlog:
+            return 0.0
+        elapsed = time.monotonic() - self.started_at
+        done = self.committed - self.start_serial
+        if done <= 0 or elapsed <= 0:
+            return None
+        # Serials are gapped, so progress is measured in serials, not rows.
+        return self.backlog / (done / elapsed)
+
+    def describe(self) -> str:
+        if not self.backlog:
+            return f"caught up at serial {self.committed} ({self.rows} rows published so far)"
+        eta = self.eta_seconds
+        eta_text = "unknown" if eta is None else f"{eta:.0f} s"
+        total = (self.head or 0) - self.start_serial
+        done = self.committed - self.start_serial
+        percent = 100.0 * done / total if total > 0 else 100.0
+        return (
+            f"backfill: serial {self.committed} of {self.head} ({percent:.1f}%), "
+            f"{self.rows} rows published, {self.rate:.0f} rows/s, ETA {eta_text}"
+        )
+
+
+class Pipeline:
+    """One leadership term's loop."""
+
+    def __init__(
+        self,
+        settings: RunSettings,
+        client: PyPIClient,
+        sink: Sink,
+        progress: Progress,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.sink = sink
+        self.progress = progress
+        self._sleep = sleep
+        #: Set to finish the batch in flight and return (graceful stop).
+        self.stopping = asyncio.Event()
+
+    async def _starting_serial(self) -> int:
+        checkpoint = await self.sink.start()
+        if checkpoint is not None:
+            log.info(
+                "resuming after serial %d (checkpoint by %s, %s mode)",
+                checkpoint.serial,
+                checkpoint.replica or "?",
+                checkpoint.mode or "?",
+            )
+            return checkpoint.serial
+        start = self.settings.start_serial
+        if start is None:
+            start = await self.client.last_serial() or 0
+            log.info("no checkpoint: starting at the journal's head, serial %d", start)
+        else:
+            log.info("no checkpoint: starting after serial %d (--start-serial)", start)
+        # Record the starting point at once, so a crash before the first batch cannot move it.
+        await self.sink.publish([], start, None)
+        return start
+
+    async def run(self) -> int:
+        """Publish until stopped (or until --stop-at-serial); returns the committed serial."""
+        cursor = await self._starting_serial()
+        stop_at = self.settings.stop_at_serial
+        head = self.client.head_serial
+        if head is None and (stop_at is None or cursor < stop_at):
+            head = await self.client.last_serial()
+        self.progress.begin(cursor, head)
+        log.info("%s", self.progress.describe())
+        prefetch: asyncio.Task[list[Row]] | None = None
+        try:
+            while not self.stopping.is_set():
+                if stop_at is not None and cursor >= stop_at:
+                    log.info(
+                        "reached --stop-at-serial %d: everything up to it is committed", stop_at
+                    )
+                    break
+                rows = (
+                    await prefetch
+                    if prefetch is not None
+                    else await self.client.changelog_since(cursor)
+                )
+                prefetch = None
+                if not rows:
+                    self.sink.metrics.mark_progress()
+                    self.progress.advance(cursor, 0, self.client.head_serial)
+                    await self._wait(self.settings.poll_interval)
+                    continue
+                # Reading the next page overlaps with publishing this one.
+                if stop_at is None or rows[-1][4] < stop_at:
+                    prefetch = asyncio.create_task(self.client.changelog_since(rows[-1][4]))
+                cursor = await self._publish(rows, stop_at)
+        finally:
+            if prefetch is not None:
+                prefetch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await prefetch
+        return cursor
+
+    async def _publish(self, rows: list[Row], stop_at: int | None) -> int:
+        reached = False
+        if stop_at is not None and rows[-1][4] > stop_at:
+            rows = [r for r in rows if r[4] <= stop_at]
+            reached = True
+        size = self.settings.batch_size
+        cursor = self.progress.committed
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            events = [parse_row(row) for row in chunk]
+            last = chunk[-1]
+            await self.sink.publish(events, last[4], last[2])
+            cursor = last[4]
+            self.progress.advance(cursor, len(chunk), self.client.head_serial)
+        if reached and stop_at is not None and cursor < stop_at:
+            # A later row was seen, so nothing up to stop_at is missing: commit that fact.
+            await self.sink.publish([], stop_at, rows[-1][2] if rows else None)
+            cursor = stop_at
+        return cursor
+
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)

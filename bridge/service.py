@@ -1,0 +1,216 @@
+"""One replica of `pypi-bridge run`: HTTP endpoints, leadership, and the pipeline while leading.
+
+Every replica serves `/metrics`, `/healthz` and `/readyz`, creates missing topics and joins the
+leader group; the leader runs the pipeline. A broker outage or a fenced producer ends the term:
+the replica backs off, recovers from the checkpoint and carries on (no data is lost, nothing is
+sent twice). SIGTERM finishes the batch in flight, leaves the group so a standby takes over at
+once, and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+
+from aiokafka.errors import KafkaError
+
+from bridge.broker import EmbeddedBroker, start_broker
+from bridge.config import RunSettings
+from bridge.errors import BrokerError, Fenced
+from bridge.kafka import admin, ensure_topics
+from bridge.leadership import Leadership
+from bridge.metrics import Health, Metrics, start_http
+from bridge.pipeline import Pipeline, Progress
+from bridge.routing import Router
+from bridge.sink import Sink
+from bridge.source import Backoff, PyPIClient
+
+log = logging.getLogger(__name__)
+GRACEFUL_STOP_SECONDS = 10.0
+
+
+class Replica:
+    """A bridge replica; `await Replica(settings).run(stop)` returns the exit status."""
+
+    def __init__(self, settings: RunSettings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics(settings.replica_id)
+        self.health = Health()
+        self.progress = Progress(settings.progress_interval)
+        self.http_port: int | None = None
+        self.broker: EmbeddedBroker | None = None
+        self._pipeline: Pipeline | None = None
+        self._term: asyncio.Task[int] | None = None
+        self.finished = False
+        #: Set once the HTTP endpoints answer and once this replica has joined the leader group.
+        self.serving = asyncio.Event()
+        self.joined = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> int:
+        runner, self.http_port = await start_http(
+            self.metrics, self.health, self.settings.http_host, self.settings.http_port
+        )
+        self.serving.set()
+        settings = self.settings
+        try:
+            if settings.kafka.bootstrap_servers is None:
+                self.broker = await asyncio.to_thread(start_broker)
+                log.warning(
+                    "no --bootstrap-servers given: started the embedded broker at %s "
+                    "(memory only: its data is gone when the bridge exits)",
+                    self.broker.bootstrap_servers,
+                )
+                settings = self.settings = _with_bootstrap(settings, self.broker.bootstrap_servers)
+            return await self._serve(stop)
+        finally:
+            await runner.cleanup()
+            if self.broker is not None:
+                await asyncio.to_thread(self.broker.stop)
+
+    async def _serve(self, stop: asyncio.Event) -> int:
+        settings = self.settings
+        backoff = Backoff(base=1.0, cap=30.0)
+        while not stop.is_set():
+            try:
+                await ensure_topics(settings.kafka, settings.topics)
+                break
+            except BrokerError as exc:
+                self.health.broker_reachable = False
+                self.health.detail = str(exc)
+                self.metrics.errors.labels("sink").inc()
+                delay = backoff.next_delay()
+                log.warning("%s; retrying in %.0f s", exc, delay)
+                await _sleep_or_stop(stop, delay)
+        if stop.is_set():
+            return 0
+        self.health.broker_reachable = True
+        leadership = Leadership(
+            settings.kafka, settings.topics.prefix, settings.replica_id, self.metrics
+        )
+        leadership.on_lose = self._end_term
+        await leadership.start()
+        self.health.role = "standby"
+        self.health.detail = "standing by"
+        self.joined.set()
+        watcher = asyncio.create_task(self._watch_broker(stop), name="broker-watch")
+        try:
+            return await self._lead_when_elected(leadership, stop)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await self._end_term()
+            await leadership.stop()
+
+    async def _lead_when_elected(self, leadership: Leadership, stop: asyncio.Event) -> int:
+        backoff = Backoff(base=1.0, cap=30.0)
+        while not stop.is_set():
+            await _first(leadership.became_leader.wait(), stop.wait())
+            if stop.is_set():
+                break
+            self.health.role = "leader"
+            self.health.detail = "leading"
+            self._term = asyncio.create_task(self._lead(), name="leader-term")
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({self._term, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if stop.is_set():
+                break
+            term, self._term = self._term, None
+            if term is None or term.cancelled() or not leadership.leading:
+                self.health.role = "standby"
+                continue  # leadership was revoked; wait to be elected again
+            error = term.exception()
+            if error is None:
+                self.finished = True
+                return 0  # --stop-at-serial reached
+            if isinstance(error, Fenced):
+                log.warning("%s", error)
+            elif isinstance(error, BrokerError):
+                self.metrics.errors.labels("sink").inc()
+                delay = backoff.next_delay()
+                log.warning("%s; recovering from the checkpoint in %.0f s", error, delay)
+                await _sleep_or_stop(stop, delay)
+            else:
+                raise error
+        return 0
+
+    async def _lead(self) -> int:
+        settings = self.settings
+        router = Router(settings.topics.prefix, settings.source.pypi_url)
+        sink = Sink(
+            settings.kafka,
+            settings.topics,
+            router,
+            self.metrics,
+            delivery=settings.delivery,
+            transactional_id=settings.effective_transactional_id,
+            replica_id=settings.replica_id,
+        )
+        try:
+            async with PyPIClient(settings.source, self.metrics) as client:
+                self._pipeline = Pipeline(settings, client, sink, self.progress)
+                return await self._pipeline.run()
+        except KafkaError as exc:
+            raise BrokerError(
+                f"Kafka failed while publishing: {type(exc).__name__}: {exc}"
+            ) from None
+        finally:
+            self._pipeline = None
+            await sink.stop()
+
+    async def _end_term(self) -> None:
+        """Stop producing: let the batch in flight finish briefly, then cancel it."""
+        term = self._term
+        if term is None or term.done():
+            return
+        if self._pipeline is not None:
+            self._pipeline.stopping.set()
+        done, _ = await asyncio.wait({term}, timeout=GRACEFUL_STOP_SECONDS)
+        if not done:
+            term.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await term
+        self.health.role = "standby"
+
+    async def _watch_broker(self, stop: asyncio.Event) -> None:
+        """Keep `/readyz` honest: a replica that cannot reach Kafka is not ready."""
+        client = admin(self.settings.kafka)
+        try:
+            await client.start()
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(client.list_topics(), 5.0)
+                    self.health.broker_reachable = True
+                except (KafkaError, TimeoutError) as exc:
+                    self.health.broker_reachable = False
+                    self.health.detail = f"cannot reach Kafka: {type(exc).__name__}"
+                await _sleep_or_stop(stop, 5.0)
+        except KafkaError as exc:
+            self.health.broker_reachable = False
+            log.warning("broker health check could not start: %s", exc)
+        finally:
+            await client.close()
+
+
+def _with_bootstrap(settings: RunSettings, servers: str) -> RunSettings:
+    import dataclasses
+
+    return dataclasses.replace(settings, kafka=settings.kafka.with_bootstrap(servers))
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def _first(*waits: Awaitable[object]) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

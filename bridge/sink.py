@@ -1,0 +1,264 @@
+"""Sink: publishes batches of events to Kafka, each batch with its checkpoint.
+
+Two delivery modes give the exactly-once promise:
+
+- transactional: the events of a batch and the checkpoint record are one Kafka transaction under
+  a fixed transactional id, so a batch is visible whole or not at all, and a stale leader's
+  producer is fenced by the broker.
+- high-water: for brokers without transactions (the embedded one). The checkpoint is written
+  once the batch is acknowledged; after a crash, `checkpoint.landed_serials` finds the events of
+  the unfinished batch that already landed, and the sink skips them instead of sending them again.
+
+`auto` probes the broker (can it give this producer a transactional id?) and picks one; the
+choice is logged and exported as `pypi_bridge_delivery_mode`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    ProducerFenced,
+    UnknownError,
+    UnsupportedVersionError,
+)
+from aiokafka.structs import RecordMetadata
+
+from bridge.checkpoint import Checkpoint, checkpoint_key, landed_serials, read_checkpoint
+from bridge.config import DeliveryMode, KafkaSettings, TopicSettings
+from bridge.errors import BrokerError, Fenced
+from bridge.events import Event
+from bridge.kafka import producer, unreachable
+from bridge.metrics import Metrics
+from bridge.routing import Router, checkpoint_topic
+
+log = logging.getLogger(__name__)
+# What a broker without transactions answers to InitProducerId.
+_NO_TRANSACTIONS = (UnknownError, UnsupportedVersionError)
+
+
+class Sink:
+    """Publishes event batches with their checkpoint; one instance per leadership term."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topics: TopicSettings,
+        router: Router,
+        metrics: Metrics,
+        *,
+        delivery: DeliveryMode,
+        transactional_id: str,
+        replica_id: str,
+    ) -> None:
+        self.kafka = kafka
+        self.topics = topics
+        self.router = router
+        self.metrics = metrics
+        self.requested = delivery
+        self.transactional_id = transactional_id
+        self.replica_id = replica_id
+        self.mode = ""
+        self.checkpoint: Checkpoint | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._landed: set[int] = set()
+        self._offsets: dict[str, list[int]] = {}
+
+    # --- start: choose the mode, then recover ----------------------------------------------
+
+    async def start(self) -> Checkpoint | None:
+        """Connect, pick the delivery mode and recover; returns the checkpoint to resume from."""
+        self.mode = await self._open_producer()
+        self.metrics.set_delivery_mode(self.mode)
+        transactional = self.mode == "transactional"
+        self.checkpoint = await read_checkpoint(
+            self.kafka, self.topics.prefix, committed_only=transactional
+        )
+        if transactional:
+            self._offsets = dict(self.checkpoint.offsets) if self.checkpoint else {}
+        else:
+            self._landed, self._offsets = await landed_serials(
+                self.kafka, self.topics.prefix, self.checkpoint
+            )
+        if self.checkpoint is not None:
+            self.metrics.committed_serial.set(self.checkpoint.serial)
+            if self.checkpoint.timestamp is not None:
+                self.metrics.committed_timestamp.set(self.checkpoint.timestamp)
+        return self.checkpoint
+
+    async def _open_producer(self) -> str:
+        if self.requested != "high-water":
+            candidate = producer(self.kafka, transactional_id=self.transactional_id)
+            try:
+                await candidate.start()
+            except _NO_TRANSACTIONS as exc:
+                await candidate.stop()
+                if self.requested == "transactional":
+                    raise BrokerError(
+                        f"--delivery transactional, but {self.kafka.bootstrap_servers} refused a "
+                        f"transactional producer ({type(exc).__name__})",
+                        "use a broker with transactions, or --delivery high-water",
+                    ) from None
+                log.info(
+                    "delivery mode: high-water (the broker refused a transactional id: %s); "
+                    "consumers should drop serials they already saw",
+                    type(exc).__name__,
+                )
+            except KafkaConnectionError as exc:
+                await candidate.stop()
+                raise unreachable(self.kafka, exc) from None
+            else:
+                self._producer = candidate
+                why = "forced" if self.requested == "transactional" else "the broker supports it"
+                log.info(
+                    "delivery mode: transactional (%s), transactional id %r",
+                    why,
+                    self.transactional_id,
+                )
+                return "transactional"
+        else:
+            log.info("delivery mode: high-water (forced by --delivery)")
+        plain = producer(self.kafka)
+        try:
+            await plain.start()
+        except KafkaConnectionError as exc:
+            await plain.stop()
+            raise unreachable(self.kafka, exc) from None
+        self._producer = plain
+        return "high-water"
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            try:
+                await self._producer.stop()
+            except KafkaError as exc:
+                log.warning("producer did not close cleanly: %s", exc)
+            self._producer = None
+
+    # --- publish -------------------------------------------------------------------------------
+
+    async def publish(self, events: Sequence[Event], serial: int, timestamp: int | None) -> int:
+        """Publish `events` and the checkpoint `serial` together; returns how many were sent.
+
+        `serial` is the highest journal serial this batch covers (all rows up to it are handled).
+        """
+        if self._producer is None:
+            raise RuntimeError("Sink.publish before start")
+        started = time.perf_counter()
+        todo = [e for e in events if e.serial not in self._landed] if self._landed else events
+        skipped = len(events) - len(todo)
+        checkpoint = Checkpoint(
+            serial=serial,
+            timestamp=timestamp,
+            offsets=self._offsets,
+            replica=self.replica_id,
+            mode=self.mode,
+        )
+        try:
+            if self.mode == "transactional":
+                metadata = await self._publish_transaction(todo, checkpoint)
+            else:
+                metadata = await self._send_all(todo)
+                self._advance_offsets(metadata)
+                await self._send_checkpoint(self._with_offsets(checkpoint))
+        except ProducerFenced:
+            raise Fenced(
+                "another replica took over this transactional id (this one was fenced)",
+                "nothing to do: this replica steps down and stands by",
+            ) from None
+        except KafkaConnectionError as exc:
+            raise unreachable(self.kafka, exc) from None
+        if self.mode == "transactional":
+            self._advance_offsets(metadata)
+        if skipped:
+            self.metrics.duplicates_skipped.inc(skipped)
+            self._landed.difference_update(e.serial for e in events)
+        self._account(todo, serial, timestamp, time.perf_counter() - started, len(events))
+        self.checkpoint = self._with_offsets(checkpoint)
+        return len(todo)
+
+    async def _publish_transaction(
+        self, events: Sequence[Event], checkpoint: Checkpoint
+    ) -> list[RecordMetadata]:
+        assert self._producer is not None
+        async with self._producer.transaction():
+            metadata = await self._send_all(events)
+            # Offsets of this batch are known once acknowledged; write them in the same commit.
+            offsets = self._merged_offsets(metadata)
+            await self._send_checkpoint(
+                Checkpoint(
+                    serial=checkpoint.serial,
+                    timestamp=checkpoint.timestamp,
+                    offsets=offsets,
+                    replica=checkpoint.replica,
+                    mode=checkpoint.mode,
+                )
+            )
+        return metadata
+
+    async def _send_all(self, events: Sequence[Event]) -> list[RecordMetadata]:
+        assert self._producer is not None
+        send = self._producer.send
+        route = self.router.route
+        futures = []
+        for event in events:
+            record = route(event)
+            futures.append(
+                await send(record.topic, record.value, record.key, headers=record.headers)
+            )
+        return list(await asyncio.gather(*futures))
+
+    async def _send_checkpoint(self, checkpoint: Checkpoint) -> None:
+        assert self._producer is not None
+        await self._producer.send_and_wait(
+            checkpoint_topic(self.topics.prefix),
+            checkpoint.encode(),
+            checkpoint_key(self.topics.prefix),
+        )
+
+    def _merged_offsets(self, metadata: Sequence[RecordMetadata]) -> dict[str, list[int]]:
+        merged = {topic: list(offsets) for topic, offsets in self._offsets.items()}
+        for meta in metadata:
+            offsets = merged.setdefault(meta.topic, [])
+            while len(offsets) <= meta.partition:
+                offsets.append(0)
+            offsets[meta.partition] = max(offsets[meta.partition], meta.offset + 1)
+        return merged
+
+    def _advance_offsets(self, metadata: Sequence[RecordMetadata]) -> None:
+        self._offsets = self._merged_offsets(metadata)
+
+    def _with_offsets(self, checkpoint: Checkpoint) -> Checkpoint:
+        return Checkpoint(
+            serial=checkpoint.serial,
+            timestamp=checkpoint.timestamp,
+            offsets=self._offsets,
+            replica=checkpoint.replica,
+            mode=checkpoint.mode,
+        )
+
+    def _account(
+        self,
+        sent: Sequence[Event],
+        serial: int,
+        timestamp: int | None,
+        seconds: float,
+        rows: int,
+    ) -> None:
+        counts: dict[str, int] = {}
+        for event in sent:
+            counts[event.type] = counts.get(event.type, 0) + 1
+        for type_name, count in counts.items():
+            self.metrics.events_published.labels(type_name).inc(count)
+        self.metrics.committed_serial.set(serial)
+        if timestamp is not None:
+            self.metrics.committed_timestamp.set(timestamp)
+        self.metrics.commit_duration.observe(seconds)
+        self.metrics.batch_rows.observe(rows)
+        self.metrics.mark_progress()
