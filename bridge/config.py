@@ -191,7 +191,7 @@ TOPIC_FLAGS = (
         "replication-factor",
         replication_factor,
         -1,
-        "replication factor of created topics (-1: the broker's default)",
+        "replication factor of created topics (-1: 3, or fewer if the cluster is smaller)",
     ),
 )
 

@@ -8,10 +8,11 @@ duplicate record, and this is where it disappears.
 
 from __future__ import annotations
 
+import collections
 import fnmatch
 import logging
 import time
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -65,6 +66,9 @@ class EventStream:
         self._last_serial: dict[TopicPartition, int] = {}
         self._handled: dict[TopicPartition, int] = {}
         self._committed_at = time.monotonic()
+        self._buffer: collections.deque[tuple[TopicPartition, int, Event | None]] = (
+            collections.deque()
+        )
         #: The event last handed to the caller, not yet known to be handled.
         self._in_hand: tuple[TopicPartition, int] | None = None
 
@@ -149,16 +153,33 @@ class EventStream:
             return None
         return event_from_json(record.value)
 
-    async def __aiter__(self) -> AsyncGenerator[Event, None]:
+    async def get(self, wait: float | None = None) -> Event | None:
+        """The next event, or None if none arrives within `wait` seconds (None: wait forever).
+
+        Asking for the next event marks the previous one handled; handled events are committed
+        every `commit_interval` seconds and when the stream closes. Safe to cancel.
+        """
+        if self._in_hand is not None:
+            self.handled(*self._in_hand)
+            self._in_hand = None
+        deadline = None if wait is None else time.monotonic() + wait
         while True:
-            for tp, offset, event in await self._fetch(1.0):
+            while self._buffer:
+                tp, offset, event = self._buffer.popleft()
                 if event is None:
                     self.handled(tp, offset)  # a dropped duplicate needs no handling
                     continue
                 self._in_hand = (tp, offset)
-                yield event
-                # The caller came back for more, so it has handled the event.
-                self._in_hand = None
-                self.handled(tp, offset)
+                return event
             if time.monotonic() - self._committed_at >= self.commit_interval:
                 await self.commit()
+            remaining = 1.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._buffer.extend(await self._fetch(min(1.0, remaining)))
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self.get()
+            if event is not None:
+                yield event

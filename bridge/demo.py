@@ -17,6 +17,7 @@ from bridge.config import RUN_FLAGS, KafkaSettings, _EnvDefaultsParser, add_flag
 from bridge.consumer import EventStream
 from bridge.events import Event
 from bridge.service import Replica
+from bridge.simulator import SimulatorSettings
 
 PREFIX = "pypi"
 
@@ -90,7 +91,7 @@ class View:
         self.out.flush()
 
 
-def _simulator_settings(ns: argparse.Namespace, port: int) -> object:
+def _simulator_settings(ns: argparse.Namespace, port: int) -> SimulatorSettings:
     from bridge.simulator import SIMULATE_FLAGS, simulator_settings
 
     parser = _EnvDefaultsParser(prog="pypi-bridge demo")
@@ -191,16 +192,15 @@ async def _watch(
     refresh = 1.0 if view.interactive else 5.0
     shown = time.monotonic()
     async with EventStream(kafka, ["*"], prefix=PREFIX, from_beginning=True) as stream:
-        iterator = stream.__aiter__()
         while not stop.is_set() and not bridge.done():
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            with contextlib.suppress(TimeoutError):
-                view.add(await asyncio.wait_for(iterator.__anext__(), 0.25))
+            event = await stream.get(0.25)
+            if event is not None:
+                view.add(event)
             if time.monotonic() - shown >= refresh:
                 view.show(replica)
                 shown = time.monotonic()
-        await iterator.aclose()
     view.show(replica)
     if bridge.done():
         bridge.result()

@@ -14,13 +14,32 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    IllegalArgumentError,
+    InvalidPartitionsError,
+    InvalidReplicationFactorError,
+    KafkaConnectionError,
+    KafkaError,
+    PolicyViolationError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+)
 
 from bridge.config import KafkaSettings, TopicSettings
-from bridge.errors import BrokerError
+from bridge.errors import BrokerError, ConfigError
 from bridge.routing import checkpoint_topic, event_topics, leadership_topic
 
 log = logging.getLogger(__name__)
+# Refusals that no retry cures: the operator must change a setting or an ACL.
+_REFUSED = (
+    IllegalArgumentError,
+    InvalidPartitionsError,
+    InvalidReplicationFactorError,
+    PolicyViolationError,
+    TopicAuthorizationFailedError,
+    ClusterAuthorizationFailedError,
+)
 
 
 def producer(kafka: KafkaSettings, **options: Any) -> AIOKafkaProducer:
@@ -32,7 +51,7 @@ def producer(kafka: KafkaSettings, **options: Any) -> AIOKafkaProducer:
         "max_request_size": 4 * 1024 * 1024,
         "request_timeout_ms": 30_000,
     }
-    return AIOKafkaProducer(**kafka.client_options(), **{**defaults, **options})
+    return AIOKafkaProducer(**{**kafka.client_options(), **defaults, **options})
 
 
 def consumer(kafka: KafkaSettings, *topics: str, **options: Any) -> AIOKafkaConsumer:
@@ -42,7 +61,7 @@ def consumer(kafka: KafkaSettings, *topics: str, **options: Any) -> AIOKafkaCons
         "max_partition_fetch_bytes": 4 * 1024 * 1024,
         "fetch_max_bytes": 16 * 1024 * 1024,
     }
-    return AIOKafkaConsumer(*topics, **kafka.client_options(), **{**defaults, **options})
+    return AIOKafkaConsumer(*topics, **{**kafka.client_options(), **defaults, **options})
 
 
 def admin(kafka: KafkaSettings) -> AIOKafkaAdminClient:
@@ -62,19 +81,23 @@ async def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> None:
     try:
         await client.start()
         existing = set(await client.list_topics())
+        replicas = topics.replication_factor
+        if replicas == -1:
+            # "Broker default": three copies where the cluster has three brokers, else one each.
+            brokers = len(client._client.cluster.brokers()) or 1
+            replicas = min(3, brokers)
         wanted = [
-            NewTopic(name, topics.partitions, topics.replication_factor)
-            for name in event_topics(topics.prefix)
+            NewTopic(name, topics.partitions, replicas) for name in event_topics(topics.prefix)
         ]
         wanted.append(
             NewTopic(
                 checkpoint_topic(topics.prefix),
                 1,
-                topics.replication_factor,
+                replicas,
                 topic_configs={"cleanup.policy": "compact"},
             )
         )
-        wanted.append(NewTopic(leadership_topic(topics.prefix), 1, topics.replication_factor))
+        wanted.append(NewTopic(leadership_topic(topics.prefix), 1, replicas))
         missing = [t for t in wanted if t.name not in existing]
         if missing:
             # Another replica may have created them first.
@@ -83,10 +106,16 @@ async def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> None:
             log.info("created %d topics with prefix %r", len(missing), topics.prefix)
     except KafkaConnectionError as exc:
         raise unreachable(kafka, exc) from None
+    except _REFUSED as exc:
+        raise ConfigError(
+            f"Kafka at {kafka.bootstrap_servers} refused to create the topics: "
+            f"{type(exc).__name__}: {exc}",
+            "check --partitions/--replication-factor against the cluster, and the ACLs",
+        ) from None
     except KafkaError as exc:
         raise BrokerError(
-            f"cannot create topics on {kafka.bootstrap_servers}: {exc}",
-            "check --partitions/--replication-factor against the cluster, and the ACLs",
+            f"cannot create topics on {kafka.bootstrap_servers}: {type(exc).__name__}: {exc}",
+            "the bridge keeps retrying",
         ) from None
     finally:
         await client.close()

@@ -47,7 +47,9 @@ def normalize_name(name: str) -> str:
 def rfc3339(timestamp: int) -> str:
     """POSIX seconds as RFC 3339 UTC (`2024-09-05T11:11:15Z`); clamped to datetime's range."""
     clamped = min(max(timestamp, _MIN_TS), _MAX_TS)
-    return datetime.fromtimestamp(clamped, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    moment = datetime.fromtimestamp(clamped, UTC)
+    # strftime's %Y does not pad years before 1000 on every platform; RFC 3339 needs four digits.
+    return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%SZ")
 
 
 def _char(match: re.Match[str]) -> str:

@@ -1,4 +1,4 @@
-"""The parser: each catalog form of JOURNAL.md maps to its type and fields; no row makes it raise."""
+"""The parser: each catalog form in JOURNAL.md maps to its type and fields; no row can raise."""
 
 from __future__ import annotations
 
