@@ -119,7 +119,7 @@ async def landed_serials(
             start = offsets[tp.partition] if tp.partition < len(offsets) else begins[tp]
             starts[tp] = max(start, begins[tp])
         records = await read_ranges(client, starts)
-        ends = await client.end_offsets(partitions)
+        ends = {tp: await client.position(tp) for tp in partitions}
     except KafkaError as exc:
         raise BrokerError(f"cannot read the event topics to recover: {exc}") from None
     finally:

@@ -267,11 +267,21 @@ class KafkaSettings:
         if self.security_protocol in ("SSL", "SASL_SSL"):
             import ssl
 
-            context = ssl.create_default_context(cafile=self.ssl_cafile)
-            if self.ssl_certfile:
-                context.load_cert_chain(
-                    self.ssl_certfile, self.ssl_keyfile, password=self.ssl_key_password
-                )
+            try:
+                context = ssl.create_default_context(cafile=self.ssl_cafile)
+                if self.ssl_certfile:
+                    password = self.ssl_key_password or ""
+                    context.load_cert_chain(
+                        self.ssl_certfile,
+                        self.ssl_keyfile,
+                        # Never None: with None, OpenSSL prompts for a pass phrase on the terminal.
+                        password=lambda: password,
+                    )
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError(
+                    f"cannot load the Kafka TLS files: {exc}",
+                    "check --ssl-cafile, --ssl-certfile, --ssl-keyfile and the key's password",
+                ) from None
             options["ssl_context"] = context
         if self.security_protocol.startswith("SASL"):
             options["sasl_mechanism"] = self.sasl_mechanism
@@ -389,9 +399,12 @@ def _read_secret(value: str | None, path: str | None, what: str) -> str | None:
     if path is None:
         return value
     try:
-        return Path(path).read_text(encoding="utf-8").strip()
+        secret = Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(f"cannot read the {what} file {path}: {exc.strerror}") from None
+    if not secret:
+        raise ConfigError(f"the {what} file {path} is empty", "put the secret in it")
+    return secret
 
 
 def kafka_settings(ns: argparse.Namespace) -> KafkaSettings:

@@ -140,22 +140,25 @@ async def partitions_of(client: AIOKafkaConsumer, topics: Iterable[str]) -> list
 async def read_ranges(
     client: AIOKafkaConsumer, starts: dict[TopicPartition, int]
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record from each partition's start offset up to its end at the time of the call."""
+    """Every record from each partition's start offset up to its end at the time of reading.
+
+    The end is the high watermark carried by fetch responses, not a ListOffsets answer: some
+    Kafka-protocol brokers (the embedded one among them) answer ListOffsets with the base offset
+    of the last record batch, which would hide that batch's later records.
+    """
     if not starts:
         return []
     client.assign(list(starts))
-    ends = await client.end_offsets(list(starts))
-    pending = {tp for tp in starts if ends[tp] > starts[tp]}
-    for tp in starts:
-        client.seek(tp, starts[tp])
+    for tp, offset in starts.items():
+        client.seek(tp, offset)
     records: list[ConsumerRecord[bytes, bytes]] = []
+    pending = set(starts)
     while pending:
-        batch = await client.getmany(*pending, timeout_ms=1000)
-        for tp, messages in batch.items():
-            for message in messages:
-                if message.offset < ends[tp]:
-                    records.append(message)
+        batch = await client.getmany(*pending, timeout_ms=200)
+        for messages in batch.values():
+            records.extend(messages)
         for tp in list(pending):
-            if await client.position(tp) >= ends[tp]:
+            highwater = client.highwater(tp)
+            if highwater is not None and await client.position(tp) >= highwater:
                 pending.discard(tp)
     return records

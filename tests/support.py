@@ -1,0 +1,173 @@
+"""Helpers for tests that drive real processes: the simulator, the bridge, the broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import xmlrpc.client
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+
+from bridge.kafka import partitions_of, read_ranges
+from bridge.parse import Row
+from bridge.routing import event_topics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bridge_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bridge", *args]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYPI_BRIDGE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class Process:
+    """A subprocess with its output captured in a log file."""
+
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop(signal.SIGKILL)
+            raise AssertionError(
+                f"process did not finish in {timeout} s; output:\n{self.output()[-3000:]}"
+            ) from None
+
+
+def start(args: list[str], log_path: Path) -> Process:
+    out: IO[bytes] = log_path.open("ab")
+    try:
+        popen = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_env()
+        )
+    finally:
+        out.close()
+    return Process(popen, log_path)
+
+
+@dataclass
+class Simulator:
+    process: Process
+    url: str
+
+    @property
+    def base(self) -> str:
+        return self.url.rsplit("/pypi", 1)[0]
+
+    def state(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.base + "/_sim/state", timeout=10) as response:  # noqa: S310
+            result: dict[str, Any] = json.load(response)
+        return result
+
+    def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        request = urllib.request.Request(  # noqa: S310 - loopback only
+            self.base + path,
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            result: dict[str, Any] = json.load(response)
+        return result
+
+    def rows(self, after: int = 0) -> list[Row]:
+        """The journal as PyPI would page it out: the test's oracle."""
+        proxy = xmlrpc.client.ServerProxy(self.url, allow_none=True)
+        found: list[Row] = []
+        cursor = after
+        while True:
+            page = proxy.changelog_since_serial(cursor)
+            if not page:
+                return found
+            found.extend(tuple(r) for r in page)  # type: ignore[misc]
+            cursor = page[-1][4]
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_simulator(log_dir: Path, *args: str) -> Simulator:
+    log_path = log_dir / f"simulator-{time.monotonic_ns()}.log"
+    process = start(bridge_command("simulate", "--port", "0", *args), log_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        for line in process.output().splitlines():
+            if line.startswith("http://"):
+                return Simulator(process, line.strip())
+        if process.popen.poll() is not None:
+            break
+        time.sleep(0.1)
+    process.stop()
+    raise AssertionError(f"simulator did not start:\n{process.output()[-3000:]}")
+
+
+def run_args(sim: Simulator, bootstrap: str, prefix: str, *extra: str) -> list[str]:
+    return bridge_command(
+        "run",
+        "--pypi-url",
+        sim.url,
+        "--bootstrap-servers",
+        bootstrap,
+        "--topic-prefix",
+        prefix,
+        "--http-port",
+        "0",
+        "--min-request-interval",
+        "0",
+        "--poll-interval",
+        "0.2",
+        *extra,
+    )
+
+
+async def read_topics(
+    bootstrap: str, topics: list[str], isolation: str = "read_uncommitted"
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of `topics` up to their current end, with a plain aiokafka consumer."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level=isolation,
+    )
+    await consumer.start()
+    try:
+        partitions = await partitions_of(consumer, topics)
+        begins = await consumer.beginning_offsets(partitions)
+        return await read_ranges(consumer, begins)
+    finally:
+        await consumer.stop()
+
+
+async def read_events(bootstrap: str, prefix: str) -> list[ConsumerRecord[bytes, bytes]]:
+    return await read_topics(bootstrap, event_topics(prefix))
