@@ -106,10 +106,11 @@ class Simulator:
         found: list[Row] = []
         cursor = after
         while True:
-            page = proxy.changelog_since_serial(cursor)
+            answer: Any = proxy.changelog_since_serial(cursor)
+            page: list[Row] = [tuple(r) for r in answer]
             if not page:
                 return found
-            found.extend(tuple(r) for r in page)  # type: ignore[misc]
+            found.extend(page)
             cursor = page[-1][4]
 
     def stop(self) -> None:

@@ -1,4 +1,4 @@
-"""The whole path with real processes: simulator -> `pypi-bridge run` -> embedded broker -> aiokafka.
+"""The whole path with real processes: simulator -> `pypi-bridge run` -> broker -> aiokafka.
 
 Every journal row must arrive exactly once, on its type's topic, with the right key, headers,
 fields and schema; a restart resumes from the checkpoint; source faults are waited out.
@@ -6,6 +6,7 @@ fields and schema; a restart resumes from the checkpoint; source faults are wait
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -172,8 +173,8 @@ async def test_sigterm_mid_backfill_then_restart_loses_and_repeats_nothing(
         deadline = time.monotonic() + 60
         while "backfill: serial" not in bridge.output().split("is now the leader")[-1]:
             assert time.monotonic() < deadline, bridge.output()[-3000:]
-            time.sleep(0.1)
-        time.sleep(1.0)
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)
         assert bridge.stop(signal.SIGTERM) == 0, bridge.output()[-3000:]
         interrupted = await read_events(broker.bootstrap_servers, "sigterm")
         assert 0 < len(interrupted) < len(rows), "the stop should land mid-backfill"
