@@ -17,6 +17,7 @@ import asyncio
 import bisect
 import contextlib
 import datetime
+import itertools
 import logging
 import math
 import random
@@ -24,13 +25,12 @@ import re
 import socket
 import struct
 import time
-import xmlrpc.client  # noqa: S411 - parses requests from loopback test clients; DOCTYPEs refused
+import xmlrpc.client
 from array import array
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-
 from xml.parsers.expat import ExpatError
 
 from aiohttp import web
@@ -43,7 +43,7 @@ from bridge.config import (
     positive_float,
     positive_int,
 )
-from bridge.errors import ConfigError
+from bridge.errors import BridgeError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ SIMULATE_FLAGS = (
     Flag("rate-limit", non_negative_int, 0, "calls allowed per window and client IP (0: off)"),
     Flag("rate-limit-window", positive_float, 60.0, "seconds of the moving rate-limit window"),
     Flag("fault-rate", probability, 0.0, "probability that a call fails (kinds from --faults)"),
-    Flag("faults", fault_kinds, FAULT_KINDS, f"fault kinds to draw from: {','.join(FAULT_KINDS)}"),
+    Flag("faults", fault_kinds, FAULT_KINDS, "comma list of fault kinds --fault-rate draws from"),
     Flag("latency", non_negative_float, 0.0, "seconds added to every call"),
     Flag(
         "stop-after-rows",
@@ -216,6 +216,7 @@ def era_serial(timestamp: int) -> int:
 
 #: Serials below this are legacy PyPI's (2002 to April 2018).
 LEGACY_END = 3_700_000
+_WHEELS_FROM = era_serial(_utc("2013-01-01"))
 _TEAMS_FROM = era_serial(_utc("2023-04-01"))
 _PROJECT_QUARANTINE_FROM = era_serial(_utc("2024-08-01"))
 _ALTERNATE_FROM = era_serial(_utc("2024-09-01"))
@@ -239,7 +240,7 @@ _ERA_BOUNDARIES = sorted(
 
 # --- names ---------------------------------------------------------------------------------
 
-_WORDS = (
+_WORDS = (  # noqa: SIM905 - a word list reads best as text
     "py async auth cache cli cloud config crypto data django fast flask geo graph http img io "
     "json kit lib log math ml net pdf plot queue redis sql stream test text tool web yaml zen "
     "api app aws azure bio cython dash db doc env event form git grpc hash jinja jwt kafka "
@@ -247,7 +248,7 @@ _WORDS = (
     "scrape search shell slack sphinx spark stats tensor time torch type ui units uri util "
     "vector vision wasm xml zip core extra mini tiny open smart quick deep bright"
 ).split()
-_FIRST_NAMES = (
+_FIRST_NAMES = (  # noqa: SIM905 - a word list reads best as text
     "alice bob carol dave erin frank grace heidi ivan judy mallory niaj olivia peggy rupert "
     "sybil trent victor walter xena yusuf zoe amir bea chen dmitri emeka fatima gita hiro "
     "ines jonas kofi lena marek noor oskar priya quentin rosa sami tomas uma vera wei ximena"
@@ -322,9 +323,9 @@ class _Project:
         "index",
         "invites",
         "key",
+        "later",
         "members",
         "quarantined",
-        "quarantined_releases",
         "releases",
         "urls",
         "variants",
@@ -342,8 +343,9 @@ class _Project:
         self.version = [0, 1, 0]
         self.releases: list[str] = []
         self.files: list[tuple[str, str]] = []
+        #: (version, python_version, filename) uploaded after the release's first files.
+        self.later: list[tuple[str, str, str]] = []
         self.yanked: list[str] = []
-        self.quarantined_releases: list[str] = []
         self.quarantined = False
         self.members: dict[str, str] = {}
         self.invites: dict[str, str] = {}
@@ -367,15 +369,17 @@ class _World:
         self.projects: list[_Project] = []
         self.taken: set[str] = set()
         self.quarantined: list[_Project] = []
+        self.quarantined_releases: list[tuple[_Project, str]] = []
+        #: Projects with files of their newest release still to upload.
+        self.later: list[_Project] = []
         self.users = [self._username(i) for i in range(4000)]
         self.plain_users = [u for u in self.users if "&#" not in u]
         self.teams = [_ncr(team) for team in _TEAMS]
-        self.first_serial = first_serial
         # Projects that exist before the journal's first row, so that the first rows are not
         # all first uploads; they have no rows but are listed, as on PyPI.
         self.preexisting: list[_Project] = []
         for _ in range(min(3000, first_serial // 20)):
-            project = self._new_project(first_serial)
+            project = self._new_project()
             for _ in range(rng.randint(1, 4)):
                 project.releases.append(self._bump(project))
             project.members[rng.choice(self.users)] = "Owner"
@@ -396,7 +400,7 @@ class _World:
             return f"{base}-{rng.choice(_WORDS)}{i % 97}"
         return f"{base.capitalize()}{rng.choice(_WORDS).capitalize()}{i}"
 
-    def _new_project(self, serial: int) -> _Project:
+    def _new_project(self) -> _Project:
         rng = self.rng
         words = [rng.choice(_WORDS) for _ in range(rng.choice((1, 2, 2, 2, 3)))]
         if rng.random() < 0.6:
@@ -484,14 +488,15 @@ class _World:
             name = project.display
             files = [("source", f"{name}-{version}{rng.choice(('.tar.gz', '.tar.gz', '.zip'))}")]
             roll = rng.random()
+            wheels = serial >= _WHEELS_FROM
             if roll < 0.25:
-                py = rng.choice(("2.6", "2.7", "3.4"))
+                py = rng.choice(("2.6", "2.7", "3.4") if wheels else ("2.4", "2.5", "2.6"))
                 files.append((py, f"{name}-{version}-py{py}.egg"))
-            elif roll < 0.45:
+            elif roll < 0.45 and wheels:
                 files.append(("py2.py3", f"{project.dist}-{version}-py2.py3-none-any.whl"))
             elif roll < 0.5:
                 files.append(("any", f"{name}-{version}.win32.exe"))
-            if project.binary and rng.random() < 0.5:
+            if project.binary and wheels and rng.random() < 0.5:
                 for cp in ("cp27", "cp35", "cp36"):
                     files.append((cp, f"{project.dist}-{version}-{cp}-{cp}m-win_amd64.whl"))
             return files
@@ -521,6 +526,12 @@ class _World:
     def _release_rows(self, project: _Project, serial: int, version: str) -> list[_Spec]:
         name, key = project.display, project.key
         files = self._files(project, version, serial)
+        if len(files) > 1 and self.rng.random() < 0.5:
+            # Each file is its own upload: the rest arrive in later transactions.
+            cut = self.rng.randint(1, len(files) - 1)
+            project.later = [(version, py, fn) for py, fn in files[cut:]]
+            files = files[:cut]
+            self.later.append(project)
         project.files = [(version, filename) for _, filename in files]
         rows: list[_Spec] = [(name, version, "new release", key, None)]
         rows += [(name, version, f"add {py} file {fn}", key, None) for py, fn in files]
@@ -540,7 +551,7 @@ class _World:
     # ---- transactions, shared by the eras
 
     def first_upload(self, serial: int) -> list[_Spec]:
-        project = self._new_project(serial)
+        project = self._new_project()
         self._add(project)
         owner = self.rng.choice(self.users)
         project.members[owner] = "Owner"
@@ -564,16 +575,20 @@ class _World:
         return self._release_rows(project, serial, version)
 
     def late_file(self, serial: int) -> list[_Spec] | None:
-        project = self._pick(lambda p: bool(p.releases))
-        if project is None:
-            return None
-        version = project.releases[-1]
-        py, filename = self.rng.choice(self._files(project, version, serial)[1:] or [("", "")])
-        if not filename:
-            py, filename = "py3", f"{project.dist}-{version}-py3-none-any.whl"
-        filename = filename.replace(f"-{version}-", f"-{version}-1-", 1)  # a build tag: new name
-        project.files.append((version, filename))
-        return [(project.display, version, f"add {py} file {filename}", project.key, None)]
+        """The next file of a release whose upload is still going on."""
+        later = self.later
+        while later:
+            i = len(later) - 1 if self.rng.random() < 0.7 else self.rng.randrange(len(later))
+            project = later[i]
+            if project.index < 0 or not project.later:
+                later.pop(i)
+                continue
+            version, py, filename = project.later.pop(0)
+            if not project.later:
+                later.pop(i)
+            project.files.append((version, filename))
+            return [(project.display, version, f"add {py} file {filename}", project.key, None)]
+        return self.release(serial)
 
     def remove_file(self, serial: int) -> list[_Spec] | None:
         project = self._pick(lambda p: bool(p.files))
@@ -668,9 +683,9 @@ class _World:
 
     def quarantine_project(self, serial: int) -> list[_Spec] | None:
         if self.quarantined and self.rng.random() < 0.5:
-            project = self.quarantined.pop(self.rng.randrange(len(self.quarantined)))
-            project.quarantined = False
-            return [(project.display, None, "project quarantine cleared", project.key, None)]
+            cleared = self.quarantined.pop(self.rng.randrange(len(self.quarantined)))
+            cleared.quarantined = False
+            return [(cleared.display, None, "project quarantine cleared", cleared.key, None)]
         project = self._pick(lambda p: not p.quarantined)
         if project is None:
             return None
@@ -679,15 +694,16 @@ class _World:
         return [(project.display, None, "project quarantined", project.key, None)]
 
     def quarantine_release(self, serial: int) -> list[_Spec] | None:
-        project = self._pick(lambda p: bool(p.quarantined_releases))
-        if project is not None and self.rng.random() < 0.5:
-            version = project.quarantined_releases.pop()
-            return [(project.display, version, "release quarantine cleared", project.key, None)]
+        held = self.quarantined_releases
+        if held and self.rng.random() < 0.5:
+            cleared, version = held.pop(self.rng.randrange(len(held)))
+            if cleared.index >= 0:
+                return [(cleared.display, version, "release quarantine cleared", cleared.key, None)]
         project = self._pick(lambda p: bool(p.releases))
         if project is None:
             return None
         version = project.releases[-1]
-        project.quarantined_releases.append(version)
+        held.append((project, version))
         return [(project.display, version, "release quarantined", project.key, None)]
 
     def docdestroy(self, serial: int) -> list[_Spec] | None:
@@ -746,7 +762,7 @@ class _World:
         if project is None:
             return None
         old, old_key = project.display, project.key
-        fresh = self._new_project(serial)
+        fresh = self._new_project()
         project.display, project.key, project.dist = fresh.display, fresh.key, fresh.dist
         project.variants = ()
         return [(project.display, None, f"rename from {old}", project.key, old_key)]
@@ -797,7 +813,7 @@ class _World:
             weighted = [
                 (10, cls.first_upload),
                 (25, cls.release),
-                (18, cls.late_file),
+                (10, cls.late_file),
                 (12, cls.update),
                 (0.6, cls.rename),
                 (2, cls.docupdate),
@@ -814,7 +830,7 @@ class _World:
             weighted = [
                 (9, cls.first_upload),
                 (30, cls.release),
-                (22, cls.late_file),
+                (15, cls.late_file),
                 (2, cls.remove_file),
                 (1.2, cls.remove_release),
                 (0.6, cls.remove_project),
@@ -848,6 +864,8 @@ class _World:
 # --- the journal -----------------------------------------------------------------------------
 
 _NIL = "<value><nil/></value>\n"
+#: Rows rendered per batch by `append` (bounds the transient strings of a large prefill).
+_STORE_CHUNK = 20_000
 _ROW_RE = re.compile(
     rb"<value><array><data>\n<value><string>(.*?)</string></value>\n"
     rb"(?:<value><string>(.*?)</string></value>|<value><nil/></value>)\n"
@@ -913,11 +931,15 @@ class Journal:
     def _index_after(self, serial: int) -> int:
         return bisect.bisect_right(self._serials, serial)
 
-    def page(self, serial: int, limit: int) -> bytes:
-        """The XML-RPC `<value>`s of at most `limit` rows with a serial above `serial`."""
+    def page(self, serial: int, limit: int, prefix: bytes = b"", suffix: bytes = b"") -> bytes:
+        """The XML-RPC `<value>`s of at most `limit` rows with a serial above `serial`.
+
+        `prefix` and `suffix` are joined on in the same copy, so a response costs one copy.
+        """
         start = self._index_after(serial)
         stop = min(start + limit, len(self._serials))
-        return bytes(self._data[self._ends[start] : self._ends[stop]])
+        with memoryview(self._data) as data:
+            return b"".join((prefix, data[self._ends[start] : self._ends[stop]], suffix))
 
     def since(self, serial: int, limit: int) -> list[Row]:
         """At most `limit` rows with a serial above `serial`, ascending (what PyPI returns)."""
@@ -928,10 +950,10 @@ class Journal:
         step = 50_000
         for start in range(0, len(self._serials), step):
             stop = min(start + step, len(self._serials))
-            yield from self._decode(bytes(self._data[self._ends[start] : self._ends[stop]]))
+            yield from self._decode(self._data[self._ends[start] : self._ends[stop]])
 
     @staticmethod
-    def _decode(data: bytes) -> Iterator[Row]:
+    def _decode(data: bytes | bytearray) -> Iterator[Row]:
         for match in _ROW_RE.finditer(data):
             name, version, timestamp, action, serial = match.groups()
             yield (
@@ -950,9 +972,14 @@ class Journal:
 
     def append(self, n: int) -> int:
         """Append exactly `n` rows (a transaction may be split across calls); returns `n`."""
+        pending = self._pending
         added = 0
         while added < n:
-            added += self.append_burst(n - added)
+            while len(pending) < min(n - added, _STORE_CHUNK):
+                self._generate()
+            take = min(n - added, _STORE_CHUNK)
+            self._store([pending.popleft() for _ in range(take)])
+            added += take
         return added
 
     def append_burst(self, limit: int | None = None) -> int:
@@ -989,34 +1016,48 @@ class Journal:
         elif timestamp < self._last_timestamp:
             timestamp = self._last_timestamp
         pending = self._pending
+        random_ = rng.random
         for i, (name, version, action, set_key, del_key) in enumerate(specs):
             # A long upload (dozens of wheels) spans a few seconds.
             row_time = timestamp + i // 12
             pending.append((name, version, row_time, action, serial, set_key, del_key))
-            serial += 1 if rng.random() < 0.97 else rng.randint(2, 3)
+            serial += 1 if random_() < 0.97 else rng.randint(2, 3)
         self._last_timestamp = max(self._last_timestamp, timestamp + (len(specs) - 1) // 12)
-        roll = rng.random()
+        roll = random_()
         self._next_serial = serial + (0 if roll < 0.9 else rng.randint(1, 3 if roll < 0.99 else 40))
 
     def _store(self, rows: Sequence[_Pending]) -> None:
         parts: list[str] = []
-        ends, serials, listing = self._ends, self._serials, self._listing
-        position = ends[-1]
+        add = parts.append
+        listing = self._listing
+        # Names and versions are generated from [A-Za-z0-9._:-] only; actions may hold `&#NNN;`.
         for name, version, timestamp, action, serial, set_key, del_key in rows:
-            value = _NIL if version is None else f"<value><string>{_escape(version)}</string></value>\n"
-            part = (
-                f"<value><array><data>\n<value><string>{_escape(name)}</string></value>\n{value}"
-                f"<value><int>{timestamp}</int></value>\n<value><string>{_escape(action)}"
-                f"</string></value>\n<value><int>{serial}</int></value>\n</data></array></value>\n"
-            )
-            parts.append(part)
-            position += len(part)
-            ends.append(position)
-            serials.append(serial)
+            if "&" in action:
+                action = _escape(action)
+            if version is None:
+                add(
+                    f"<value><array><data>\n<value><string>{name}</string></value>\n{_NIL}"
+                    f"<value><int>{timestamp}</int></value>\n<value><string>{action}"
+                    f"</string></value>\n<value><int>{serial}</int></value>\n"
+                    "</data></array></value>\n"
+                )
+            else:
+                add(
+                    f"<value><array><data>\n<value><string>{name}</string></value>\n"
+                    f"<value><string>{version}</string></value>\n"
+                    f"<value><int>{timestamp}</int></value>\n<value><string>{action}"
+                    f"</string></value>\n<value><int>{serial}</int></value>\n"
+                    "</data></array></value>\n"
+                )
             if del_key is not None:
                 listing.pop(del_key, None)
             if set_key is not None:
                 listing[set_key] = (name, serial)
+        self._serials.extend([row[4] for row in rows])
+        ends = self._ends
+        ends.extend(
+            itertools.islice(itertools.accumulate(map(len, parts), initial=ends[-1]), 1, None)
+        )
         # ASCII only (non-ASCII was written as &#NNN;), so str length is byte length.
         self._data += "".join(parts).encode("ascii")
 
@@ -1036,10 +1077,8 @@ def _response_body(value: bytes | str) -> bytes:
     return b"".join((_RESPONSE_HEAD, value, _RESPONSE_TAIL))
 
 
-def _rows_body(fragments: bytes) -> bytes:
-    return b"".join(
-        (_RESPONSE_HEAD, b"<value><array><data>\n", fragments, b"</data></array></value>\n")
-    ) + _RESPONSE_TAIL
+_ROWS_HEAD = _RESPONSE_HEAD + b"<value><array><data>\n"
+_ROWS_TAIL = b"</data></array></value>\n" + _RESPONSE_TAIL
 
 
 def _fault_body(code: int, message: str) -> bytes:
@@ -1048,7 +1087,7 @@ def _fault_body(code: int, message: str) -> bytes:
         f"<name>faultCode</name>\n<value><int>{code}</int></value>\n</member>\n<member>\n"
         f"<name>faultString</name>\n<value><string>{_escape(message)}</string></value>\n"
         "</member>\n</struct></value>\n</fault>\n</methodResponse>\n"
-    ).encode("utf-8")
+    ).encode()
 
 
 def _struct_body(members: dict[str, int]) -> bytes:
@@ -1062,7 +1101,7 @@ def _struct_body(members: dict[str, int]) -> bytes:
     return _response_body("".join(parts))
 
 
-class _Fault(Exception):  # noqa: N818 - the XML-RPC term
+class _Fault(BridgeError):
     """Answer the call with an XML-RPC fault (internal control flow, never leaves the module)."""
 
     def __init__(self, code: int, message: str) -> None:
@@ -1167,6 +1206,7 @@ class _Simulator:
             # Entity tricks have no place in XML-RPC; refuse them before the parser sees them.
             raise _Fault(-32700, "parse error. not well formed")
         try:
+            # Requests come from test and demo clients; DOCTYPEs were refused above.
             params, method = xmlrpc.client.loads(body)
         except _UNPARSABLE as exc:
             raise _Fault(-32700, "parse error. not well formed") from exc
@@ -1184,7 +1224,7 @@ class _Simulator:
             serial = params[0]
             if not isinstance(serial, int) or isinstance(serial, bool):
                 raise _Fault(-32602, "client error; serial: Input should be a valid integer")
-            return _rows_body(journal.page(serial, self.settings.page_size))
+            return journal.page(serial, self.settings.page_size, _ROWS_HEAD, _ROWS_TAIL)
         if method == "list_packages_with_serial":
             _no_arguments(params)
             return _struct_body(journal.packages())
@@ -1219,7 +1259,7 @@ class _Simulator:
             garbage = b"<?xml version='1.0'?>\n<methodResponse>\n<params>\n<par\xff\xfe\x00am><v"
             return web.Response(body=garbage, content_type="text/xml", charset="utf-8")
         if kind == "truncate":
-            full = _rows_body(self.journal.page(-1, min(self.settings.page_size, 200)))
+            full = self.journal.page(-1, min(self.settings.page_size, 200), _ROWS_HEAD, _ROWS_TAIL)
             response = web.StreamResponse(headers={"Content-Type": _XML_TYPE})
             response.content_length = len(full)
             await response.prepare(request)
@@ -1292,7 +1332,8 @@ class _Simulator:
             delay = burst / self.rate * self._timing.expovariate(1.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.rate_changed.wait(), delay)
-                continue
+            if self.rate_changed.is_set():
+                continue  # start over at the new rate
             remaining = None if stop is None else stop - self.journal.rows
             burst = max(1, self.journal.append_burst(remaining))
 
@@ -1344,6 +1385,22 @@ def _number(payload: dict[str, Any], key: str, default: Any, kind: type[Any]) ->
 SIMULATOR = web.AppKey("simulator", _Simulator)
 
 
+def prefilled_journal(settings: SimulatorSettings) -> Journal:
+    """A new journal holding `settings.prefill` rows (a million take a few seconds)."""
+    journal = settings.new_journal()
+    started = time.perf_counter()
+    journal.append(settings.prefill)
+    if settings.prefill:
+        log.info(
+            "prefilled %d rows (serials %s to %s) in %.1f s",
+            journal.rows,
+            settings.first_serial,
+            journal.last_serial,
+            time.perf_counter() - started,
+        )
+    return journal
+
+
 def simulator_app(settings: SimulatorSettings, journal: Journal | None = None) -> web.Application:
     """The simulator as an aiohttp application; prefills a new journal if none is given.
 
@@ -1351,17 +1408,7 @@ def simulator_app(settings: SimulatorSettings, journal: Journal | None = None) -
     at `settings.rate` while it runs.
     """
     if journal is None:
-        journal = settings.new_journal()
-        started = time.perf_counter()
-        journal.append(settings.prefill)
-        if settings.prefill:
-            log.info(
-                "prefilled %d rows (serials %s to %s) in %.1f s",
-                journal.rows,
-                settings.first_serial,
-                journal.last_serial,
-                time.perf_counter() - started,
-            )
+        journal = prefilled_journal(settings)
     simulator = _Simulator(settings, journal)
     app = web.Application()
     app[SIMULATOR] = simulator
@@ -1396,6 +1443,9 @@ async def running_simulator(
     settings: SimulatorSettings, journal: Journal | None = None
 ) -> AsyncIterator[RunningSimulator]:
     """Serve the simulator on `settings.host`/`port` until the block exits."""
+    if journal is None:
+        # In a thread: whatever else shares this event loop keeps running during a long prefill.
+        journal = await asyncio.to_thread(prefilled_journal, settings)
     app = simulator_app(settings, journal)
     # Cancel a handler whose client went away (a hung 'timeout' call must not outlive it),
     # and do not wait long for calls in flight at shutdown.
@@ -1412,14 +1462,14 @@ async def running_simulator(
             host = "::1"
         if ":" in host:
             host = f"[{host}]"
-        yield RunningSimulator(f"http://{host}:{bound[1]}{XMLRPC_PATH}", app[SIMULATOR].journal, app)
+        yield RunningSimulator(
+            f"http://{host}:{bound[1]}{XMLRPC_PATH}", app[SIMULATOR].journal, app
+        )
     finally:
         await runner.cleanup()
 
 
-async def serve(
-    settings: SimulatorSettings, on_ready: Callable[[str], None] | None = None
-) -> None:
+async def serve(settings: SimulatorSettings, on_ready: Callable[[str], None] | None = None) -> None:
     """Run the simulator until cancelled; `on_ready` gets the XML-RPC URL once it listens."""
     async with running_simulator(settings) as running:
         journal = running.journal
