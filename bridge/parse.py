@@ -15,9 +15,10 @@ from functools import lru_cache
 from typing import Any
 
 from bridge import events as ev
+from bridge.xmlrpc import Row
 
-#: A journal row (name, version, timestamp, action, serial), as `changelog_since_serial` gives it.
-Row = tuple[str, str | None, int, str, int]
+__all__ = ["Row", "classify", "decode_text", "normalize_name", "package_type", "parse_row"]
+
 
 ROLES = frozenset({"Owner", "Maintainer"})
 _SDIST_SUFFIXES = (
