@@ -79,15 +79,23 @@ class EmbeddedBroker:
 
 
 def start_broker(
-    port: int = 0, host: str = "127.0.0.1", log_dir: str | None = None, ready_timeout: float = 15.0
+    port: int = 0,
+    host: str = "127.0.0.1",
+    log_dir: str | None = None,
+    ready_timeout: float = 15.0,
+    advertised_port: int | None = None,
 ) -> EmbeddedBroker:
-    """Start the broker on `host:port` (0: a free port) and wait until it accepts connections."""
+    """Start the broker on `host:port` (0: a free port) and wait until it accepts connections.
+
+    `advertised_port` makes clients connect elsewhere (a proxy in front of the broker).
+    """
     binary = broker_binary()
     chosen = port or free_port(host)
     directory = Path(log_dir or tempfile.mkdtemp(prefix="pypi-bridge-broker-"))
     directory.mkdir(parents=True, exist_ok=True)
     log_path = directory / f"broker-{chosen}.log"
     url = f"tcp://{host}:{chosen}"
+    advertised = f"tcp://{host}:{advertised_port}" if advertised_port else url
     out: IO[bytes] = log_path.open("wb")
     env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
     try:
@@ -98,7 +106,7 @@ def start_broker(
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                advertised,
                 "--storage-engine",
                 "memory://tansu/",
             ],

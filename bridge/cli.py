@@ -72,12 +72,19 @@ def _simulate_flags() -> tuple[Flag, ...]:
     return (*SIMULATE_FLAGS, Flag("log-level", str, "INFO", "log verbosity"))
 
 
+def _audit_flags() -> tuple[Flag, ...]:
+    from bridge.audit import AUDIT_FLAGS
+
+    return AUDIT_FLAGS
+
+
 COMMANDS: dict[str, tuple[str, Callable[[], Sequence[Flag]]]] = {
     "run": ("the bridge: tail PyPI's journal into Kafka", lambda: RUN_FLAGS),
     "demo": ("everything on this machine, with a live view of events by type", lambda: DEMO_FLAGS),
     "consume": ("print events as JSON Lines", lambda: CONSUME_FLAGS),
     "simulate": ("a PyPI journal simulator speaking the real XML-RPC protocol", _simulate_flags),
     "broker": ("the embedded Kafka-protocol broker in the foreground", lambda: BROKER_FLAGS),
+    "audit": ("check a serial range of the topics against the source", _audit_flags),
 }
 
 
@@ -120,12 +127,10 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiokafka logs every reconnect attempt at ERROR; our own lines say what matters.
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
-    logging.getLogger("aiokafka.conn").setLevel(logging.CRITICAL)
-    logging.getLogger("aiokafka.cluster").setLevel(logging.CRITICAL)
-    # The delivery-mode probe's refused InitProducerId is expected; the sink logs the outcome.
-    logging.getLogger("aiokafka.producer.sender").setLevel(logging.CRITICAL)
+    # aiokafka logs every reconnect attempt, hundreds a second during an outage; the bridge's
+    # own lines say what matters (unreachable, back again, recovering). DEBUG shows them all.
+    if root.level > logging.DEBUG:
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
@@ -241,12 +246,20 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     return run_until_signalled(lambda stop: run_demo(ns, stop))
 
 
+def cmd_audit(ns: argparse.Namespace) -> int:
+    from bridge.audit import run_audit
+
+    setup_logging(ns.log_level)
+    return run_until_signalled(lambda stop: run_audit(ns, stop))
+
+
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "demo": cmd_demo,
     "consume": cmd_consume,
     "simulate": cmd_simulate,
     "broker": cmd_broker,
+    "audit": cmd_audit,
 }
 
 

@@ -215,6 +215,12 @@ RUN_FLAGS = (
         "exactly-once mechanism: Kafka transactions, or high-water recovery",
     ),
     Flag("transactional-id", str, None, "fixed transactional id (default: from the topic prefix)"),
+    Flag(
+        "leader-session-timeout",
+        positive_float,
+        10.0,
+        "seconds without a heartbeat before a crashed leader is replaced",
+    ),
     Flag("replica-id", str, None, "this replica's name in logs and metrics (default: host name)"),
     Flag("http-host", str, "0.0.0.0", "address for /metrics, /healthz and /readyz"),  # noqa: S104
     Flag("http-port", port, 9300, "port for /metrics, /healthz and /readyz"),
@@ -315,6 +321,7 @@ class RunSettings:
     batch_size: int = 50_000
     delivery: DeliveryMode = "auto"
     transactional_id: str | None = None
+    leader_session_timeout: float = 10.0
     replica_id: str = dataclasses.field(default_factory=socket.gethostname)
     http_host: str = "0.0.0.0"  # noqa: S104 - a pod's probes and scrapes come from outside
     http_port: int = 9300
@@ -488,6 +495,7 @@ def run_settings(ns: argparse.Namespace) -> RunSettings:
         batch_size=ns.batch_size,
         delivery=ns.delivery,
         transactional_id=ns.transactional_id,
+        leader_session_timeout=ns.leader_session_timeout,
         replica_id=ns.replica_id or socket.gethostname(),
         http_host=ns.http_host,
         http_port=ns.http_port,

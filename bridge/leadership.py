@@ -24,6 +24,7 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberMetadata,
 )
 from aiokafka.errors import KafkaError
+from aiokafka.protocol.group import LeaveGroupRequest
 
 from bridge.config import KafkaSettings
 from bridge.kafka import consumer
@@ -89,6 +90,33 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             self.owner._win()
 
 
+def _always_leave(member: AIOKafkaConsumer) -> None:
+    """Make the consumer send LeaveGroup on close even in generation 0.
+
+    aiokafka skips LeaveGroup while the group generation is 0, assuming Kafka's numbering from 1;
+    some Kafka-protocol brokers (the embedded one) start at 0. Without LeaveGroup a graceful stop
+    would hand over only after the session time-out, like a crash.
+    """
+    coordinator = getattr(member, "_coordinator", None)
+    if coordinator is None:
+        return
+
+    async def leave() -> None:
+        if coordinator.member_id and coordinator._group_instance_id is None:
+            request = LeaveGroupRequest(coordinator.group_id, coordinator.member_id)
+            try:
+                await coordinator._send_req(request)
+            except KafkaError as exc:
+                log.warning(
+                    "could not leave the leader group (a standby waits for the "
+                    "session time-out instead): %s",
+                    exc,
+                )
+        coordinator.reset_generation()
+
+    coordinator._maybe_leave_group = leave
+
+
 class Leadership:
     """This replica's membership of the leader group."""
 
@@ -120,7 +148,7 @@ class Leadership:
             "group_id": self.group_id,
             "client_id": f"pypi-bridge-{self.replica_id}",
             "session_timeout_ms": int(self.session_timeout * 1000),
-            "heartbeat_interval_ms": max(500, int(self.session_timeout * 1000) // 5),
+            "heartbeat_interval_ms": max(300, int(self.session_timeout * 1000) // 10),
             "rebalance_timeout_ms": int(self.session_timeout * 1000) * 3,
             "partition_assignment_strategy": (leader_assignor(lambda: self.leading),),
         }
@@ -167,6 +195,7 @@ class Leadership:
         if self.leading:
             await self._lose("this replica is stopping")
         if self._consumer is not None:
+            _always_leave(self._consumer)
             try:
                 await self._consumer.stop()
             except KafkaError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable
 
 from aiokafka.errors import KafkaError
@@ -87,7 +88,11 @@ class Replica:
             return 0
         self.health.broker_reachable = True
         leadership = Leadership(
-            settings.kafka, settings.topics.prefix, settings.replica_id, self.metrics
+            settings.kafka,
+            settings.topics.prefix,
+            settings.replica_id,
+            self.metrics,
+            session_timeout=settings.leader_session_timeout,
         )
         leadership.on_lose = self._end_term
         await leadership.start()
@@ -178,16 +183,35 @@ class Replica:
     async def _watch_broker(self, stop: asyncio.Event) -> None:
         """Keep `/readyz` honest: a replica that cannot reach Kafka is not ready."""
         client = admin(self.settings.kafka)
+        servers = self.settings.kafka.bootstrap_servers
+        lost_at: float | None = None
         try:
             await client.start()
             while not stop.is_set():
                 try:
                     await asyncio.wait_for(client.list_topics(), 5.0)
-                    self.health.broker_reachable = True
                 except (KafkaError, TimeoutError) as exc:
                     self.health.broker_reachable = False
                     self.health.detail = f"cannot reach Kafka: {type(exc).__name__}"
-                await _sleep_or_stop(stop, 5.0)
+                    if lost_at is None:
+                        lost_at = time.monotonic()
+                        self.metrics.errors.labels("sink").inc()
+                        log.warning(
+                            "Kafka at %s is unreachable (%s): not ready; publishing waits and "
+                            "retries, nothing is lost",
+                            servers,
+                            type(exc).__name__,
+                        )
+                else:
+                    self.health.broker_reachable = True
+                    if lost_at is not None:
+                        log.warning(
+                            "Kafka at %s is reachable again after %.0f s",
+                            servers,
+                            time.monotonic() - lost_at,
+                        )
+                        lost_at = None
+                await _sleep_or_stop(stop, 2.0)
         except KafkaError as exc:
             self.health.broker_reachable = False
             log.warning("broker health check could not start: %s", exc)

@@ -51,3 +51,27 @@ def fresh_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
         raise
     yield started
     started.stop()
+
+
+# --- figures: fault and failover tests report what they measured at the end of the run -------
+
+_FIGURES: list[tuple[str, str]] = []
+
+
+class Figures:
+    """Record a measured figure; all are printed in the terminal summary."""
+
+    def add(self, name: str, value: object) -> None:
+        _FIGURES.append((name, str(value)))
+
+
+@pytest.fixture
+def figures() -> Figures:
+    return Figures()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _FIGURES:
+        terminalreporter.section("figures measured by the tests")
+        for name, value in _FIGURES:
+            terminalreporter.write_line(f"{name}: {value}")

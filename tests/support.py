@@ -172,3 +172,31 @@ async def read_topics(
 
 async def read_events(bootstrap: str, prefix: str) -> list[ConsumerRecord[bytes, bytes]]:
     return await read_topics(bootstrap, event_topics(prefix))
+
+
+def audit_args(sim: Simulator, bootstrap: str, prefix: str, *extra: str) -> list[str]:
+    return bridge_command(
+        "audit",
+        "--pypi-url",
+        sim.url,
+        "--bootstrap-servers",
+        bootstrap,
+        "--topic-prefix",
+        prefix,
+        "--min-request-interval",
+        "0",
+        *extra,
+    )
+
+
+def run_audit(sim: Simulator, bootstrap: str, prefix: str, *extra: str) -> tuple[int, str]:
+    """Run `pypi-bridge audit`; returns the exit status and the report."""
+    completed = subprocess.run(
+        audit_args(sim, bootstrap, prefix, *extra),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
+        check=False,
+    )
+    return completed.returncode, completed.stdout + completed.stderr
