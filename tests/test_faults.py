@@ -22,6 +22,7 @@ from tests.conftest import Figures
 from tests.support import Process, Simulator, run_args, run_audit, start, start_simulator
 from tests.tcpproxy import TcpProxy
 
+pytestmark = pytest.mark.slow
 LEADING = "is now the leader"
 
 
