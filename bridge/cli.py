@@ -214,7 +214,6 @@ def cmd_consume(ns: argparse.Namespace) -> int:
 
     async def main(stop: asyncio.Event) -> int:
         printed = 0
-        last_event = time.monotonic()
         async with EventStream(
             kafka,
             types,
@@ -222,6 +221,8 @@ def cmd_consume(ns: argparse.Namespace) -> int:
             group=ns.group,
             from_beginning=ns.from_beginning,
         ) as stream:
+            # Joining a group takes seconds: the quiet time counts from when the stream is ready.
+            last_event = time.monotonic()
             while not stop.is_set():
                 if ns.max_events is not None and printed >= ns.max_events:
                     break

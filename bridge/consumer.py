@@ -22,7 +22,7 @@ from aiokafka.structs import OffsetAndMetadata
 from bridge.config import KafkaSettings
 from bridge.errors import ConfigError
 from bridge.events import EVENT_TYPES, Event, event_from_json
-from bridge.kafka import consumer, unreachable
+from bridge.kafka import always_leave_group, consumer, unreachable
 from bridge.routing import serial_of, topic_name, type_of_topic
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ class EventStream:
         try:
             await self.commit()
         finally:
+            always_leave_group(self._consumer)
             await self._consumer.stop()
             self._consumer = None
 

@@ -25,6 +25,7 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
 )
+from aiokafka.protocol.group import LeaveGroupRequest
 
 from bridge.config import KafkaSettings, TopicSettings
 from bridge.errors import BrokerError, ConfigError
@@ -71,7 +72,7 @@ def admin(kafka: KafkaSettings) -> AIOKafkaAdminClient:
 def unreachable(kafka: KafkaSettings, exc: BaseException) -> BrokerError:
     return BrokerError(
         f"cannot reach Kafka at {kafka.bootstrap_servers}: {type(exc).__name__}: {exc}",
-        "check --bootstrap-servers and the network (the bridge keeps retrying)",
+        "check --bootstrap-servers and the network",
     )
 
 
@@ -119,6 +120,33 @@ async def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> None:
         ) from None
     finally:
         await client.close()
+
+
+def always_leave_group(member: AIOKafkaConsumer) -> None:
+    """Make the consumer send LeaveGroup on close even in generation 0.
+
+    aiokafka skips LeaveGroup while the group generation is 0, assuming Kafka's numbering from 1;
+    some Kafka-protocol brokers (the embedded one) start at 0. Without LeaveGroup a graceful stop
+    would hand over only after the session time-out, like a crash. Call before `stop()`.
+    """
+    coordinator = getattr(member, "_coordinator", None)
+    if coordinator is None:
+        return
+
+    async def leave() -> None:
+        if coordinator.member_id and coordinator._group_instance_id is None:
+            request = LeaveGroupRequest(coordinator.group_id, coordinator.member_id)
+            try:
+                await coordinator._send_req(request)
+            except KafkaError as exc:
+                log.warning(
+                    "could not leave the leader group (a standby waits for the "
+                    "session time-out instead): %s",
+                    exc,
+                )
+        coordinator.reset_generation()
+
+    coordinator._maybe_leave_group = leave
 
 
 async def partitions_of(client: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:

@@ -24,10 +24,9 @@ from aiokafka.coordinator.protocol import (
     ConsumerProtocolMemberMetadata,
 )
 from aiokafka.errors import KafkaError
-from aiokafka.protocol.group import LeaveGroupRequest
 
 from bridge.config import KafkaSettings
-from bridge.kafka import consumer
+from bridge.kafka import always_leave_group, consumer
 from bridge.metrics import Metrics
 from bridge.routing import leadership_topic
 
@@ -88,33 +87,6 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         if any(tp.partition == 0 for tp in assigned):
             self.owner._win()
-
-
-def _always_leave(member: AIOKafkaConsumer) -> None:
-    """Make the consumer send LeaveGroup on close even in generation 0.
-
-    aiokafka skips LeaveGroup while the group generation is 0, assuming Kafka's numbering from 1;
-    some Kafka-protocol brokers (the embedded one) start at 0. Without LeaveGroup a graceful stop
-    would hand over only after the session time-out, like a crash.
-    """
-    coordinator = getattr(member, "_coordinator", None)
-    if coordinator is None:
-        return
-
-    async def leave() -> None:
-        if coordinator.member_id and coordinator._group_instance_id is None:
-            request = LeaveGroupRequest(coordinator.group_id, coordinator.member_id)
-            try:
-                await coordinator._send_req(request)
-            except KafkaError as exc:
-                log.warning(
-                    "could not leave the leader group (a standby waits for the "
-                    "session time-out instead): %s",
-                    exc,
-                )
-        coordinator.reset_generation()
-
-    coordinator._maybe_leave_group = leave
 
 
 class Leadership:
@@ -195,7 +167,7 @@ class Leadership:
         if self.leading:
             await self._lose("this replica is stopping")
         if self._consumer is not None:
-            _always_leave(self._consumer)
+            always_leave_group(self._consumer)
             try:
                 await self._consumer.stop()
             except KafkaError as exc:
