@@ -85,18 +85,21 @@ async def read_checkpoint(
     client = consumer(kafka, isolation_level=isolation)
     try:
         await client.start()
-        (tp,) = await partitions_of(client, [topic])
-        begin = (await client.beginning_offsets([tp]))[tp]
-        end = (await client.end_offsets([tp]))[tp]
+        # One partition when the bridge created it; an auto-created topic may have more.
+        partitions = await partitions_of(client, [topic])
+        begins = await client.beginning_offsets(partitions)
+        ends = await client.end_offsets(partitions)
         # The tail may hold transaction markers; a few records back always reaches a data record.
-        records = await read_ranges(client, {tp: max(begin, end - 16)})
+        records = await read_ranges(
+            client, {tp: max(begins[tp], ends[tp] - 16) for tp in partitions}
+        )
     except KafkaError as exc:
         raise BrokerError(f"cannot read the checkpoint topic {topic}: {exc}") from None
     finally:
         await client.stop()
     key = checkpoint_key(prefix)
-    mine = [r for r in records if r.key == key and r.value is not None]
-    return Checkpoint.decode(mine[-1].value) if mine else None
+    found = [Checkpoint.decode(r.value) for r in records if r.key == key and r.value is not None]
+    return max(found, key=lambda c: c.serial) if found else None
 
 
 async def landed_serials(

@@ -64,6 +64,12 @@ class BrokerError(BridgeError):
     retriable = True
 
 
+class BrokerLacksFeature(BrokerError):
+    """The broker cannot do what the operator forced (transactions): no retry will cure it."""
+
+    retriable = False
+
+
 class Fenced(BrokerError):
     """Another replica took over: this one must stop producing at once."""
 

@@ -7,7 +7,6 @@ tail of partitions, so those details live in one place.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -24,6 +23,7 @@ from aiokafka.errors import (
     PolicyViolationError,
     TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
+    for_code,
 )
 from aiokafka.protocol.group import LeaveGroupRequest
 
@@ -61,6 +61,9 @@ def consumer(kafka: KafkaSettings, *topics: str, **options: Any) -> AIOKafkaCons
         "auto_offset_reset": "earliest",
         "max_partition_fetch_bytes": 4 * 1024 * 1024,
         "fetch_max_bytes": 16 * 1024 * 1024,
+        # librdkafka's default too. Brokers verify every batch's CRC when it is produced, and
+        # librdkafka's mock cluster writes transaction markers with no CRC at all.
+        "check_crcs": False,
     }
     return AIOKafkaConsumer(*topics, **{**kafka.client_options(), **defaults, **options})
 
@@ -100,10 +103,22 @@ async def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> None:
         )
         wanted.append(NewTopic(leadership_topic(topics.prefix), 1, replicas))
         missing = [t for t in wanted if t.name not in existing]
-        if missing:
-            # Another replica may have created them first.
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await client.create_topics(missing)
+        if missing and not await _can_create_topics(client):
+            log.warning(
+                "Kafka at %s cannot create topics (its metadata names no controller); "
+                "create the %d missing topics of prefix %r (the checkpoint and leadership "
+                "topics with one partition each)",
+                kafka.bootstrap_servers,
+                len(missing),
+                topics.prefix,
+            )
+        elif missing:
+            response = await client.create_topics(missing)
+            for name, code, *message in getattr(response, "topic_errors", ()):
+                error = for_code(code)
+                # Another replica may have created it first: that is fine.
+                if code and error is not TopicAlreadyExistsError:
+                    raise error(f"topic {name}: {message[0] if message else ''}")
             log.info("created %d topics with prefix %r", len(missing), topics.prefix)
     except KafkaConnectionError as exc:
         raise unreachable(kafka, exc) from None
@@ -147,6 +162,17 @@ def always_leave_group(member: AIOKafkaConsumer) -> None:
         coordinator.reset_generation()
 
     coordinator._maybe_leave_group = leave
+
+
+async def _can_create_topics(client: AIOKafkaAdminClient) -> bool:
+    """Whether the cluster names a controller, where CreateTopics requests go.
+
+    librdkafka's mock cluster names none (and answers no CreateTopics); it creates topics on
+    first use instead.
+    """
+    if client._client.cluster.controller is None:
+        await client._client.force_metadata_update()
+    return client._client.cluster.controller is not None
 
 
 async def partitions_of(client: AIOKafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:

@@ -133,7 +133,7 @@ class Replica:
                 return 0  # --stop-at-serial reached
             if isinstance(error, Fenced):
                 log.warning("%s", error)
-            elif isinstance(error, BrokerError):
+            elif isinstance(error, BrokerError) and error.retriable:
                 self.metrics.errors.labels("sink").inc()
                 delay = backoff.next_delay()
                 log.warning("%s; recovering from the checkpoint in %.0f s", error, delay)

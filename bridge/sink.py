@@ -32,7 +32,7 @@ from aiokafka.structs import RecordMetadata
 
 from bridge.checkpoint import Checkpoint, checkpoint_key, landed_serials, read_checkpoint
 from bridge.config import DeliveryMode, KafkaSettings, TopicSettings
-from bridge.errors import BrokerError, Fenced
+from bridge.errors import BrokerLacksFeature, Fenced
 from bridge.events import Event
 from bridge.kafka import producer, unreachable
 from bridge.metrics import Metrics
@@ -100,7 +100,7 @@ class Sink:
             except _NO_TRANSACTIONS as exc:
                 await candidate.stop()
                 if self.requested == "transactional":
-                    raise BrokerError(
+                    raise BrokerLacksFeature(
                         f"--delivery transactional, but {self.kafka.bootstrap_servers} refused a "
                         f"transactional producer ({type(exc).__name__})",
                         "use a broker with transactions, or --delivery high-water",
@@ -170,7 +170,7 @@ class Sink:
         except ProducerFenced:
             raise Fenced(
                 "another replica took over this transactional id (this one was fenced)",
-                "nothing to do: this replica steps down and stands by",
+                "nothing to do: this replica stops writing and starts over only if it still leads",
             ) from None
         except KafkaConnectionError as exc:
             raise unreachable(self.kafka, exc) from None

@@ -152,14 +152,18 @@ def run_args(sim: Simulator, bootstrap: str, prefix: str, *extra: str) -> list[s
 
 
 async def read_topics(
-    bootstrap: str, topics: list[str], isolation: str = "read_uncommitted"
+    bootstrap: str, topics: list[str], isolation: str = "read_uncommitted", **options: Any
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of `topics` up to their current end, with a plain aiokafka consumer."""
+    """Every record of `topics` up to their current end, with a plain aiokafka consumer.
+
+    `options` go to the consumer (`check_crcs=False` for librdkafka's mock cluster).
+    """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level=isolation,
+        **options,
     )
     await consumer.start()
     try:

@@ -9,9 +9,12 @@ every journal entry exactly once.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import signal
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +39,28 @@ async def wait_for_line(process: Process, text: str, within: float, after: int =
             raise AssertionError(f"no {text!r} within {within} s:\n{process.output()[-3000:]}")
         await asyncio.sleep(0.05)
     return time.monotonic()
+
+
+def readiness(port: int) -> tuple[int, dict[str, object]]:
+    """Status and body of the replica's /readyz."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+async def wait_for_readiness(port: int, status: int, within: float) -> dict[str, object]:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            code, body = await asyncio.to_thread(readiness, port)
+        except OSError:
+            code, body = 0, {}
+        if code == status:
+            return body
+        assert time.monotonic() < deadline, f"/readyz stayed {code} {body}, wanted {status}"
+        await asyncio.sleep(0.2)
 
 
 async def finish(process: Process, within: float) -> int:
@@ -119,11 +144,15 @@ async def test_standby_takes_over_when_the_leader_goes(
         "--batch-size",
         "1500",
     )
-    a = start([*args, "--replica-id", "a"], tmp_path / "a.log")
-    b = start([*args, "--replica-id", "b"], tmp_path / "b.log")
+    ports = {"a": free_port(), "b": free_port()}
+    a = start([*args, "--replica-id", "a", "--http-port", str(ports["a"])], tmp_path / "a.log")
+    b = start([*args, "--replica-id", "b", "--http-port", str(ports["b"])], tmp_path / "b.log")
     try:
         leader_seen = await asyncio.wait_for(_first_leader(a, b), 60)
         leader, standby = leader_seen
+        standby_port = ports["b"] if standby is b else ports["a"]
+        # A standby is ready: Kubernetes must keep it, it is the failover.
+        assert (await wait_for_readiness(standby_port, 200, 10))["role"] == "standby"
         await wait_for_line(leader, "backfill: serial", 30)
         await asyncio.sleep(1.0)
         assert standby.popen.poll() is None
@@ -166,6 +195,7 @@ async def test_broker_outage_is_waited_out_and_nothing_is_lost(
     await proxy.start(proxy_port)
     bootstrap = f"127.0.0.1:{proxy_port}"
     last = big_journal.state()["last_serial"]
+    http_port = free_port()
     bridge = start(
         run_args(
             big_journal,
@@ -177,17 +207,24 @@ async def test_broker_outage_is_waited_out_and_nothing_is_lost(
             str(last),
             "--batch-size",
             "1500",
+            "--http-port",
+            str(http_port),
         ),
         tmp_path / "bridge.log",
     )
     try:
         await wait_for_line(bridge, "backfill: serial", 60)
+        await wait_for_readiness(http_port, 200, 10)
         await asyncio.sleep(1.0)
+        outage_started = time.monotonic()
         await proxy.cut()
-        outage = 8.0
-        await asyncio.sleep(outage)
+        # A replica that cannot reach the broker is not ready.
+        await wait_for_readiness(http_port, 503, 10)
+        await asyncio.sleep(max(0.0, 8.0 - (time.monotonic() - outage_started)))
+        outage = time.monotonic() - outage_started
         assert bridge.popen.poll() is None, "the bridge must wait for the broker, not exit"
         await proxy.restore()
+        await wait_for_readiness(http_port, 200, 15)
         assert await finish(bridge, 300) == 0, bridge.output()[-3000:]
         output = bridge.output()
         assert "Traceback" not in output
