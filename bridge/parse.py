@@ -95,13 +95,7 @@ def _add(rest: str, version: str | None) -> _Match:
     if rest.startswith("url "):
         return ev.ReleaseUrlAdded, {"url": decode_text(rest[4:])}
     if rest.startswith("alternate repository "):
-        repository, found, project = rest[21:].rpartition(" to project ")
-        if found and repository and project:
-            return ev.ProjectAlternateRepositoryAdded, {
-                "repository": decode_text(repository),
-                "project": decode_text(project),
-            }
-        return None
+        return _alternate_repository(rest, " to project ", ev.ProjectAlternateRepositoryAdded)
     if version is not None:
         at = rest.rfind(" file ")
         if at >= 0:
@@ -173,12 +167,15 @@ def _rename(rest: str, version: str | None) -> _Match:
 
 def _deleted(rest: str, version: str | None) -> _Match:
     if rest.startswith("alternate repository "):
-        repository, found, project = rest[21:].rpartition(" from project ")
-        if found and repository and project:
-            return ev.ProjectAlternateRepositoryRemoved, {
-                "repository": decode_text(repository),
-                "project": decode_text(project),
-            }
+        return _alternate_repository(rest, " from project ", ev.ProjectAlternateRepositoryRemoved)
+    return None
+
+
+def _alternate_repository(rest: str, separator: str, cls: type[ev.Event]) -> _Match:
+    """`alternate repository {repo}{separator}{project}`: the event belongs to the project."""
+    repository, found, project = rest[len("alternate repository ") :].rpartition(separator)
+    if found and repository and project:
+        return cls, {"repository": decode_text(repository), "project": decode_text(project)}
     return None
 
 
