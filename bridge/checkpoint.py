@@ -25,6 +25,9 @@ from bridge.routing import checkpoint_topic, event_topics, serial_of
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
+#: Recovery reads partitions to their end, and a broker holds a fetch of a partition with
+#: nothing new for the whole fetch wait (500 ms by default): a fresh start would wait that long.
+RECOVERY_FETCH_WAIT_MS = 20
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ async def read_checkpoint(
     """The newest checkpoint for `prefix`, or None if the bridge never committed anything."""
     topic = checkpoint_topic(prefix)
     isolation = "read_committed" if committed_only else "read_uncommitted"
-    client = consumer(kafka, isolation_level=isolation)
+    client = consumer(kafka, isolation_level=isolation, fetch_max_wait_ms=RECOVERY_FETCH_WAIT_MS)
     try:
         await client.start()
         # One partition when the bridge created it; an auto-created topic may have more.
@@ -110,7 +113,9 @@ async def landed_serials(
     This is the high-water recovery: a batch may have partly landed before a crash, and without
     transactions those records are visible; the sink must not send them again.
     """
-    client = consumer(kafka, isolation_level="read_uncommitted")
+    client = consumer(
+        kafka, isolation_level="read_uncommitted", fetch_max_wait_ms=RECOVERY_FETCH_WAIT_MS
+    )
     try:
         await client.start()
         partitions = await partitions_of(client, event_topics(prefix))

@@ -207,7 +207,7 @@ RUN_FLAGS = (
     ),
     Flag("poll-interval", positive_float, 1.0, "seconds between polls once caught up"),
     Flag("stop-at-serial", non_negative_int, None, "exit 0 once every entry up to it is committed"),
-    Flag("batch-size", positive_int, 50_000, "most journal rows published per commit"),
+    Flag("batch-size", positive_int, 10_000, "most journal rows published per commit"),
     Flag(
         "delivery",
         choice("auto", "transactional", "high-water"),
@@ -218,7 +218,7 @@ RUN_FLAGS = (
     Flag(
         "leader-session-timeout",
         positive_float,
-        10.0,
+        6.0,
         "seconds without a heartbeat before a crashed leader is replaced",
     ),
     Flag("replica-id", str, None, "this replica's name in logs and metrics (default: host name)"),
@@ -318,10 +318,10 @@ class RunSettings:
     start_serial: int | None = None
     poll_interval: float = 1.0
     stop_at_serial: int | None = None
-    batch_size: int = 50_000
+    batch_size: int = 10_000
     delivery: DeliveryMode = "auto"
     transactional_id: str | None = None
-    leader_session_timeout: float = 10.0
+    leader_session_timeout: float = 6.0
     replica_id: str = dataclasses.field(default_factory=socket.gethostname)
     http_host: str = "0.0.0.0"  # noqa: S104 - a pod's probes and scrapes come from outside
     http_port: int = 9300

@@ -99,7 +99,7 @@ class Leadership:
         replica_id: str,
         metrics: Metrics,
         *,
-        session_timeout: float = 10.0,
+        session_timeout: float = 6.0,
     ) -> None:
         self.kafka = kafka
         self.topic = leadership_topic(prefix)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from bridge.config import RunSettings
@@ -137,6 +138,7 @@ class Pipeline:
         self.progress.begin(cursor, head)
         log.info("%s", self.progress.describe())
         prefetch: asyncio.Task[list[Row]] | None = None
+        published = asyncio.Event()
         try:
             while not self.stopping.is_set():
                 if stop_at is not None and cursor >= stop_at:
@@ -155,10 +157,18 @@ class Pipeline:
                     self.progress.advance(cursor, 0, self.client.head_serial)
                     await self._wait(self.settings.poll_interval)
                     continue
-                # Reading the next page overlaps with publishing this one.
+                # Reading the next page overlaps with publishing this one. Decoding it waits
+                # until this one is published and dropped: two decoded 50,000-row pages at once
+                # would double the bridge's peak memory.
                 if stop_at is None or rows[-1][4] < stop_at:
-                    prefetch = asyncio.create_task(self.client.changelog_since(rows[-1][4]))
-                cursor = await self._publish(rows, stop_at)
+                    published = asyncio.Event()
+                    prefetch = asyncio.create_task(
+                        self.client.changelog_since(rows[-1][4], decode_after=published)
+                    )
+                with _collector_paused():
+                    cursor = await self._publish(rows, stop_at)
+                del rows
+                published.set()
         finally:
             if prefetch is not None:
                 prefetch.cancel()
@@ -189,3 +199,21 @@ class Pipeline:
     async def _wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), seconds)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a page is parsed and published.
+
+    A page allocates hundreds of thousands of short-lived objects that form no cycles (reference
+    counting frees them), yet every few hundred allocations the collector would walk them all
+    again: about a tenth of a backfill's CPU. It runs as usual between pages.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()

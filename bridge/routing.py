@@ -7,7 +7,7 @@ binary mode, so a consumer can filter or trace without parsing the value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from bridge.events import EVENT_TYPES, Event
 
@@ -58,9 +58,8 @@ def serial_of(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]) 
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One Kafka record, ready for the producer."""
+class Record(NamedTuple):
+    """One Kafka record, ready for the producer (a named tuple: a backfill makes one per row)."""
 
     topic: str
     key: bytes
@@ -77,21 +76,25 @@ class Router:
         self.prefix = prefix
         self._source = source_url.encode()
         self._topics = {t: topic_name(prefix, t) for t in EVENT_TYPES}
-        self._ce_types = {t: (CE_TYPE_PREFIX + t).encode() for t in EVENT_TYPES}
+        # The headers that do not vary per event are built once and shared by every record.
+        self._ce_types = {t: ("ce_type", (CE_TYPE_PREFIX + t).encode()) for t in EVENT_TYPES}
+        self._spec_version = ("ce_specversion", CLOUDEVENTS_SPEC_VERSION)
+        self._ce_source = ("ce_source", self._source)
+        self._content_type = ("content-type", CONTENT_TYPE)
 
     def route(self, event: Event) -> Record:
         return Record(
-            topic=self._topics[event.type],
-            key=event.project_normalized.encode(),
-            value=event.to_json(),
-            headers=[
-                ("ce_specversion", CLOUDEVENTS_SPEC_VERSION),
+            self._topics[event.type],
+            event.project_normalized.encode(),
+            event.to_json(),
+            [
+                self._spec_version,
                 ("ce_id", str(event.serial).encode()),
-                ("ce_source", self._source),
-                ("ce_type", self._ce_types[event.type]),
+                self._ce_source,
+                self._ce_types[event.type],
                 ("ce_time", event.time.encode()),
-                ("content-type", CONTENT_TYPE),
+                self._content_type,
             ],
-            serial=event.serial,
-            type=event.type,
+            event.serial,
+            event.type,
         )

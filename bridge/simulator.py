@@ -902,6 +902,8 @@ class Journal:
         self._unknown_rate = unknown_rate
         self._data = bytearray()
         self._serials = array("q")
+        #: When each row became visible (POSIX seconds), for freshness measurements.
+        self._visible_at = array("d")
         self._ends = array("q", [0])
         self._pending: deque[_Pending] = deque()
         self._next_serial = first_serial
@@ -963,6 +965,11 @@ class Journal:
                 _unescape(action),
                 int(serial),
             )
+
+    def visible_since(self, serial: int) -> list[tuple[int, float]]:
+        """(serial, POSIX time it became visible) of every row with a serial above `serial`."""
+        start = self._index_after(serial)
+        return list(zip(self._serials[start:], self._visible_at[start:], strict=True))
 
     def packages(self) -> dict[str, int]:
         """Each existing project's display name and last serial (list_packages_with_serial)."""
@@ -1054,6 +1061,7 @@ class Journal:
             if set_key is not None:
                 listing[set_key] = (name, serial)
         self._serials.extend([row[4] for row in rows])
+        self._visible_at.extend(itertools.repeat(time.time(), len(rows)))
         ends = self._ends
         ends.extend(
             itertools.islice(itertools.accumulate(map(len, parts), initial=ends[-1]), 1, None)
@@ -1288,6 +1296,13 @@ class _Simulator:
             }
         )
 
+    async def visibility(self, request: web.Request) -> web.Response:
+        try:
+            after = int(request.query.get("after", "0"))
+        except ValueError:
+            raise _bad_request("after must be a serial") from None
+        return web.json_response({"rows": self.journal.visible_since(after)})
+
     async def add_faults(self, request: web.Request) -> web.Response:
         payload = await _json_object(request)
         kind = str(payload.get("kind", ""))
@@ -1414,6 +1429,7 @@ def simulator_app(settings: SimulatorSettings, journal: Journal | None = None) -
     app[SIMULATOR] = simulator
     app.router.add_route("*", XMLRPC_PATH, simulator.xmlrpc)
     app.router.add_get("/_sim/state", simulator.state)
+    app.router.add_get("/_sim/visibility", simulator.visibility)
     app.router.add_post("/_sim/faults", simulator.add_faults)
     app.router.add_post("/_sim/append", simulator.append)
     app.router.add_post("/_sim/rate", simulator.set_rate)

@@ -134,9 +134,17 @@ class PyPIClient:
         self._note_head(value)
         return value
 
-    async def changelog_since(self, serial: int) -> list[Row]:
-        """One page (at most 50,000 rows) of journal rows with serial greater than `serial`."""
-        rows = await self._call("changelog_since_serial", (serial,), decode_changelog)
+    async def changelog_since(
+        self, serial: int, *, decode_after: asyncio.Event | None = None
+    ) -> list[Row]:
+        """One page (at most 50,000 rows) of journal rows with serial greater than `serial`.
+
+        With `decode_after`, the response is read at once but decoded only once the event is
+        set, so a page read ahead holds its body (~14 MB), not its decoded rows, meanwhile.
+        """
+        rows = await self._call(
+            "changelog_since_serial", (serial,), decode_changelog, decode_after=decode_after
+        )
         if rows:
             self._note_head(rows[-1][4])
         return rows
@@ -184,7 +192,12 @@ class PyPIClient:
         self._last_call = self._clock()
 
     async def _call(
-        self, method: str, params: Sequence[int | str], decode: Callable[[bytes], T]
+        self,
+        method: str,
+        params: Sequence[int | str],
+        decode: Callable[[bytes], T],
+        *,
+        decode_after: asyncio.Event | None = None,
     ) -> T:
         """Call `method` until it succeeds or fails in a way retrying cannot fix."""
         body = encode_call(method, params)
@@ -192,13 +205,17 @@ class PyPIClient:
             await self._pace()
             started = self._clock()
             try:
-                result = decode(await self._post(body))
+                payload = await self._post(body)
+                seconds = self._clock() - started
+                if decode_after is not None:
+                    await decode_after.wait()
+                result = decode(payload)
             except XmlRpcFault as fault:
                 error: SourceError = classify_fault(fault)
             except SourceError as exc:
                 error = exc
             else:
-                self._count(method, "ok", self._clock() - started)
+                self._count(method, "ok", seconds)
                 self._backoff.reset()
                 return result
             await self._handle_failure(method, error, self._clock() - started)

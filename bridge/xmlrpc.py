@@ -273,10 +273,19 @@ def _decode_changelog_fast(body: bytes) -> list[Row] | None:
     foot_at = text.rfind("</data>")
     if head is None or foot_at < head.end() or not _FOOT.fullmatch(text, foot_at):
         return None
-    region = text[head.end() : foot_at]
+    # Split the whole text, not a copy of the rows' region (a page is ~14 MB): the text before
+    # the first row must then be exactly the head, and the text after the last exactly the foot.
+    start, tail = head.end(), len(text) - foot_at
+    if start == foot_at:
+        return []  # an empty page
     for pattern in _ROW_PATTERNS:
-        parts = pattern.split(region)
-        if not any(parts[::_STRIDE]):
+        parts = pattern.split(text)
+        if (
+            len(parts) > 1
+            and len(parts[0]) == start
+            and len(parts[-1]) == tail
+            and not any(parts[_STRIDE:-1:_STRIDE])
+        ):
             break
     else:
         return None  # text between rows, or no row shape at all: not ours to judge

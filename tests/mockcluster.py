@@ -68,6 +68,8 @@ def load_librdkafka() -> ctypes.CDLL:
         size,
         ctypes.POINTER(ctypes.c_int),
     ]
+    lib.rd_kafka_mock_broker_set_rtt.restype = ctypes.c_int
+    lib.rd_kafka_mock_broker_set_rtt.argtypes = [pointer, ctypes.c_int32, ctypes.c_int]
     lib.rd_kafka_err2name.restype = text
     lib.rd_kafka_err2name.argtypes = [ctypes.c_int]
     return lib
@@ -108,6 +110,14 @@ class MockCluster:
         self.lib.rd_kafka_mock_push_request_errors_array(self.cluster, api_key, count, errors)
         return "ok"
 
+    def set_rtt(self, milliseconds: int) -> str:
+        """Delay every broker's responses by `milliseconds` (0: no delay)."""
+        for broker in range(1, self.brokers + 1):
+            err = self.lib.rd_kafka_mock_broker_set_rtt(self.cluster, broker, milliseconds)
+            if err:
+                return f"error: {self.lib.rd_kafka_err2name(err).decode()}"
+        return "ok"
+
     def close(self) -> None:
         self.lib.rd_kafka_destroy(self.handle)
 
@@ -118,6 +128,8 @@ def serve_commands(cluster: MockCluster) -> None:
         try:
             if words[:1] == ["topic"] and len(words) == 3:
                 answer = cluster.create_topic(words[1], int(words[2]))
+            elif words[:1] == ["rtt"] and len(words) == 2:
+                answer = cluster.set_rtt(int(words[1]))
             elif words[:1] == ["fail"] and len(words) in (3, 4):
                 count = int(words[3]) if len(words) == 4 else 1
                 answer = cluster.fail(int(words[1]), int(words[2]), count)
@@ -178,6 +190,9 @@ class MockClusterProcess:
             self.command(f"topic {topic} {partitions}")
         self.command(f"topic {checkpoint_topic(prefix)} 1")
         self.command(f"topic {leadership_topic(prefix)} 1")
+
+    def set_rtt(self, milliseconds: int) -> None:
+        self.command(f"rtt {milliseconds}")
 
     def fail_next(self, api_key: int, error_code: int, count: int = 1) -> None:
         self.command(f"fail {api_key} {error_code} {count}")

@@ -100,8 +100,6 @@ async def test_kill_9_at_random_moments_loses_and_repeats_nothing(
         "0",
         "--batch-size",
         "1500",
-        "--leader-session-timeout",
-        "6",
     )
     rng = random.Random(2026)
     kills = 0
@@ -171,10 +169,10 @@ async def test_standby_takes_over_when_the_leader_goes(
     code, report = run_audit(big_journal, broker.bootstrap_servers, prefix, "--strict")
     assert code == 0, report
     figures.add(
-        f"takeover after the leader's {how.name} (default 10 s session)", f"{takeover:.1f} s"
+        f"takeover after the leader's {how.name} (default 6 s session)", f"{takeover:.1f} s"
     )
     if how == signal.SIGTERM:
-        assert takeover < 10.0, "a graceful stop hands over without waiting for the session timeout"
+        assert takeover < 6.0, "a graceful stop hands over without waiting for the session timeout"
 
 
 async def _first_leader(a: Process, b: Process) -> tuple[Process, Process]:

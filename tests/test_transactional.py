@@ -14,13 +14,14 @@ second producer as the fence, and the read_committed consumer must agree with th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import random
 import signal
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -343,6 +344,23 @@ async def freeze(
     raise AssertionError(f"never caught the bridge {moment}:\n{bridge.output()[-3000:]}")
 
 
+@contextlib.asynccontextmanager
+async def network_delay(cluster: Cluster, milliseconds: int = 50) -> AsyncIterator[None]:
+    """Delay the mock's answers while a moment is sought, as a network would.
+
+    The sink sends a commit's events in a few batches at its end, so on a local mock the moment
+    between their acknowledgement and the checkpoint lasts about a millisecond.
+    """
+    if cluster.mock is None:
+        yield
+        return
+    cluster.mock.set_rtt(milliseconds)
+    try:
+        yield
+    finally:
+        cluster.mock.set_rtt(0)
+
+
 def check_read_committed(
     records: list[ConsumerRecord[bytes, bytes]], log: TransactionLog, topics: Sequence[str]
 ) -> None:
@@ -430,7 +448,8 @@ async def test_kill_9_mid_backfill_then_restart_commits_every_row_once(
             await log.refresh()
             marks = log.marks()
             bridge = bridge_process(args, tmp_path / f"bridge-{run}.log")
-            await freeze(bridge, log, marks, prefix, cluster, moment)
+            async with network_delay(cluster):
+                await freeze(bridge, log, marks, prefix, cluster, moment)
             bridge.stop(signal.SIGKILL)
         final = bridge_process(
             [*args, "--stop-at-serial", str(slow_rows[-1][4])], tmp_path / "bridge-final.log"
@@ -461,7 +480,8 @@ async def test_a_fenced_leader_writes_nothing_and_the_next_term_commits_every_ro
         [*args, "--stop-at-serial", str(slow_rows[-1][4])], tmp_path / "bridge.log"
     )
     async with TransactionLog(cluster.bootstrap_servers, prefix) as log:
-        await freeze(bridge, log, {}, prefix, cluster, "mid-transaction")
+        async with network_delay(cluster):
+            await freeze(bridge, log, {}, prefix, cluster, "mid-transaction")
         try:
             if cluster.mock is not None:
                 # The mock never fences by transactional id: it is told to answer the bridge's
