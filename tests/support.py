@@ -132,23 +132,30 @@ def start_simulator(log_dir: Path, *args: str) -> Simulator:
     raise AssertionError(f"simulator did not start:\n{process.output()[-3000:]}")
 
 
-def run_args(sim: Simulator, bootstrap: str, prefix: str, *extra: str) -> list[str]:
+def _pointed(command: str, sim: Simulator, bootstrap: str, prefix: str) -> list[str]:
+    """`pypi-bridge COMMAND` aimed at the simulator, the broker and one topic prefix, unpaced."""
     return bridge_command(
-        "run",
+        command,
         "--pypi-url",
         sim.url,
         "--bootstrap-servers",
         bootstrap,
         "--topic-prefix",
         prefix,
-        "--http-port",
-        "0",
         "--min-request-interval",
+        "0",
+    )
+
+
+def run_args(sim: Simulator, bootstrap: str, prefix: str, *extra: str) -> list[str]:
+    return [
+        *_pointed("run", sim, bootstrap, prefix),
+        "--http-port",
         "0",
         "--poll-interval",
         "0.2",
         *extra,
-    )
+    ]
 
 
 async def read_topics(
@@ -179,18 +186,7 @@ async def read_events(bootstrap: str, prefix: str) -> list[ConsumerRecord[bytes,
 
 
 def audit_args(sim: Simulator, bootstrap: str, prefix: str, *extra: str) -> list[str]:
-    return bridge_command(
-        "audit",
-        "--pypi-url",
-        sim.url,
-        "--bootstrap-servers",
-        bootstrap,
-        "--topic-prefix",
-        prefix,
-        "--min-request-interval",
-        "0",
-        *extra,
-    )
+    return [*_pointed("audit", sim, bootstrap, prefix), *extra]
 
 
 def run_audit(sim: Simulator, bootstrap: str, prefix: str, *extra: str) -> tuple[int, str]:
