@@ -27,7 +27,8 @@ def bridge_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "bridge", *args]
 
 
-def _env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    """This environment for a child process: the project importable, no PYPI_BRIDGE_* flags."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYPI_BRIDGE_")}
     env["PYTHONPATH"] = str(ROOT)
     env["PYTHONUNBUFFERED"] = "1"
@@ -68,7 +69,7 @@ def start(args: list[str], log_path: Path) -> Process:
     out: IO[bytes] = log_path.open("ab")
     try:
         popen = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_env()
+            args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env()
         )
     finally:
         out.close()
@@ -196,7 +197,7 @@ def run_audit(sim: Simulator, bootstrap: str, prefix: str, *extra: str) -> tuple
         capture_output=True,
         text=True,
         timeout=300,
-        env=_env(),
+        env=child_env(),
         check=False,
     )
     return completed.returncode, completed.stdout + completed.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from tests.support import _env, bridge_command, start, start_simulator
+from tests.support import bridge_command, child_env, start, start_simulator
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -21,7 +21,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         capture_output=True,
         text=True,
         timeout=60,
-        env={**_env(), **(env or {})},
+        env={**child_env(), **(env or {})},
         check=False,
     )
 

@@ -7,7 +7,6 @@ Its JSON Lines are what a plain aiokafka consumer reads from the type's topic; `
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -18,20 +17,13 @@ import pytest
 
 from bridge.broker import EmbeddedBroker
 from bridge.routing import topic_name
-from tests.support import ROOT, bridge_command, read_topics
+from tests.support import bridge_command, child_env, read_topics
 from tests.test_consumer import Published, publish
 
 
 @pytest.fixture(scope="module")
 def published(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Published:
     return publish(broker, tmp_path_factory.mktemp("consume-cli"), "cli")
-
-
-def environment() -> dict[str, str]:
-    """This process's environment without PYPI_BRIDGE_* variables, which would set flags."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYPI_BRIDGE_")}
-    env["PYTHONPATH"] = str(ROOT)
-    return env
 
 
 @dataclass(frozen=True)
@@ -59,7 +51,7 @@ async def consume(published: Published, *args: str, limit: float = 60.0) -> Run:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=environment(),
+        env=child_env(),
     )
     try:
         out, err = await asyncio.wait_for(process.communicate(), limit)
@@ -77,7 +69,7 @@ def run_sync(*args: str) -> Run:
         capture_output=True,
         text=True,
         timeout=60,
-        env=environment(),
+        env=child_env(),
         check=False,
     )
     return Run(done.returncode, done.stdout, done.stderr)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -15,7 +14,7 @@ from aiohttp import web
 
 from bridge.broker import EmbeddedBroker
 from bridge.events import FileAdded
-from tests.support import ROOT
+from tests.support import ROOT, child_env
 from tests.test_consumer import Published, publish
 
 EXAMPLES = ROOT / "examples"
@@ -28,8 +27,6 @@ def published(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) 
 
 async def run_example(published: Published, script: str, *args: str) -> tuple[int, str, str]:
     """Run one example script to its end; (exit status, stdout, stderr)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYPI_BRIDGE_")}
-    env["PYTHONPATH"] = str(ROOT)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(EXAMPLES / script),
@@ -41,7 +38,7 @@ async def run_example(published: Published, script: str, *args: str) -> tuple[in
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=env,
+        env=child_env(),
     )
     try:
         out, err = await asyncio.wait_for(process.communicate(), 60)
