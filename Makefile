@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit system-deps bench clean
+.PHONY: demo test lint typecheck unit system-deps kafka-jars kafka bench clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3'"; exit 1; }
@@ -26,6 +26,17 @@ system-deps:
 		echo "prometheus is missing and this is not root: install the Debian package 'prometheus'"; \
 	fi
 
+# Apache Kafka's broker jars from Maven Central (versions pinned in tests/kafka/pom.xml), resolved
+# once into Maven's local repository; the classpaths are cached in .cache/kafka/.
+kafka-jars: $(STAMP)
+	@command -v java >/dev/null 2>&1 || { echo "make: java not found: install Java 17 (Debian: openjdk-17-jre-headless)"; [ "$${CI:-}" != "true" ] || exit 1; }
+	@command -v mvn >/dev/null 2>&1 || { echo "make: mvn not found: install Maven (Debian: maven)"; [ "$${CI:-}" != "true" ] || exit 1; }
+	@if command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then $(BIN)/python -m tests.realkafka fetch; fi
+
+# One Apache Kafka broker in the foreground, for people: prints its bootstrap address.
+kafka: kafka-jars
+	$(BIN)/python -m tests.realkafka serve
+
 demo: $(STAMP)
 	$(BIN)/pypi-bridge demo
 
@@ -39,7 +50,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"
 
-test: $(STAMP) system-deps lint typecheck
+test: $(STAMP) system-deps kafka-jars lint typecheck
 	$(BIN)/pytest -q -ra
 
 bench: $(STAMP)
