@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# Debian packages the real-component tests need (Prometheus and promtool). Installed when root;
+# Debian packages the real-component tests need (Prometheus and promtool; Java 17 and Maven for
+# Apache Kafka). Installed when root;
 # otherwise the tests that need them fail in CI and are skipped, loudly, elsewhere.
 system-deps:
 	@if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then \
@@ -25,10 +26,19 @@ system-deps:
 	else \
 		echo "prometheus is missing and this is not root: install the Debian package 'prometheus'"; \
 	fi
+	@if command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then \
+		echo "java and maven: present"; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian packages openjdk-17-jre-headless and maven (Apache Kafka's broker)"; \
+		(apt-get update -qq >/dev/null 2>&1 || true); \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless maven >/dev/null; \
+	else \
+		echo "Java 17 or Maven is missing and this is not root: install openjdk-17-jre-headless and maven"; \
+	fi
 
 # Apache Kafka's broker jars from Maven Central (versions pinned in tests/kafka/pom.xml), resolved
 # once into Maven's local repository; the classpaths are cached in .cache/kafka/.
-kafka-jars: $(STAMP)
+kafka-jars: $(STAMP) system-deps
 	@command -v java >/dev/null 2>&1 || { echo "make: java not found: install Java 17 (Debian: openjdk-17-jre-headless)"; [ "$${CI:-}" != "true" ] || exit 1; }
 	@command -v mvn >/dev/null 2>&1 || { echo "make: mvn not found: install Maven (Debian: maven)"; [ "$${CI:-}" != "true" ] || exit 1; }
 	@if command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then $(BIN)/python -m tests.realkafka fetch; fi
