@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaError
 
 from bridge import __version__
 from bridge.config import (
@@ -133,6 +134,21 @@ def setup_logging(level: str, fmt: str = "text") -> None:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
+def _quiet_kafka_leftovers(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Keep aiokafka's orphaned futures out of the log; everything else as asyncio would.
+
+    When a real Kafka fences the producer (or a broker goes away), aiokafka's sender fails
+    several of its internal requests at once but hands only one error to the bridge; the others
+    end as "Future exception was never retrieved" with a traceback. The bridge has already
+    reported the cause in one line, so these go to DEBUG.
+    """
+    error = context.get("exception")
+    if isinstance(error, KafkaError) and "never retrieved" in str(context.get("message", "")):
+        log.debug("aiokafka left an unobserved error behind: %r", error)
+        return
+    loop.default_exception_handler(context)
+
+
 def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
     """Run `main(stop)`; SIGTERM and SIGINT set `stop` for a graceful shutdown."""
 
@@ -141,6 +157,7 @@ def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        loop.set_exception_handler(_quiet_kafka_leftovers)
         return await main(stop)
 
     return asyncio.run(wrapper())
