@@ -1,9 +1,11 @@
 """End-to-end benchmark of the bridge, with every component a real process (issue 7).
 
     python -m benchmarks.backfill [--rows 1000000] [--baseline-rows 50000]
-                                  [--freshness-seconds 60] [--quick] [--output-dir DIR]
+                                  [--freshness-seconds 60] [--real-kafka auto|yes|no]
+                                  [--quick] [--output-dir DIR]
 
-One run measures, against the embedded broker and the journal simulator:
+One run measures, against the embedded broker (tansu, high-water delivery) and the journal
+simulator:
 
 - backfill throughput: `pypi-bridge run` from serial 0 to the last of `--rows` prefilled rows,
   from process start to exit (everything a user waits for), and from its first commit to its
@@ -17,7 +19,27 @@ One run measures, against the embedded broker and the journal simulator:
   a dict per row, json.dumps, one awaited send per record with aiokafka's defaults), against the
   same simulator and broker over a smaller slice;
 - freshness under steady traffic: how long after a row becomes visible in the simulator a plain
-  aiokafka consumer receives its event, with the bridge's default poll and request intervals.
+  aiokafka consumer receives its event, with the bridge's default poll and request intervals;
+- the bridge's CPU time (user + system, from wait4) per 1,000 rows of the backfill.
+
+In the same run, on Apache Kafka itself (one KRaft node started with `tests/realkafka.py`, the
+newest pinned 4.x; the bridge auto-detects transactional delivery):
+
+- the same backfill, over the same prefilled journal: rows/s, peak RSS, CPU per 1,000 rows; every
+  event is counted back with a read_committed consumer (serials distinct, none missing);
+- takeover: two replicas (`--leader-session-timeout 6`) tail a journal the harness grows by one
+  row every 50 ms (so rows always wait for the next leader); the leader is stopped with SIGTERM
+  (graceful, target 1 s) and, in a second pair, with SIGKILL (target: the session time-out plus
+  2 s). Each is timed from the signal to the standby's "is now the leader" line (the line's own
+  timestamp) and to its first commit (the `written_at` of the first checkpoint the standby
+  wrote, read back with read_committed);
+- start-up phases, from the bridge's own log timestamps: a first start (topics created), a
+  restart on existing topics (with `--log-level DEBUG`, whose aiokafka lines split the topic
+  check from the group join) and the two standbys taking over.
+
+Without Java or the broker's jars (`make kafka-jars`) the real-Kafka part says so and is skipped
+(`--real-kafka yes` makes that an error, `no` skips it). Timings are printed with their targets
+and a met/missed marker, never asserted: a slow or busy machine reports slow figures.
 
 It prints a table (figure, value, target, ratio to the baseline, met) with the machine and date,
 and writes `latest.json` and `latest.md` to `--output-dir` (default `benchmarks/results`). Every
@@ -36,15 +58,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import calendar
 import contextlib
 import ctypes
 import datetime
 import itertools
 import json
+import logging
 import math
 import os
 import platform
+import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,12 +94,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 import bridge
-from bridge.broker import EmbeddedBroker, start_broker
+from bridge.broker import EmbeddedBroker, free_port, start_broker
 from bridge.checkpoint import Checkpoint, checkpoint_key
 from bridge.config import RUN_FLAGS, SOURCE_FLAGS, KafkaSettings
 from bridge.errors import BrokerError
 from bridge.kafka import consumer, partitions_of, read_ranges
 from bridge.routing import checkpoint_topic, event_topics, serial_of
+from tests.realkafka import KafkaCluster, KafkaUnavailable, newest_version, start_kafka
 
 # --- the issue's targets --------------------------------------------------------------------
 
@@ -82,6 +109,12 @@ TARGET_SPEEDUP = 10.0
 TARGET_PEAK_MB = 150.0
 #: Freshness p99 may exceed the poll interval by this much.
 FRESHNESS_SLACK = 0.25
+#: A graceful stop (SIGTERM) hands leadership over within this many seconds.
+TARGET_GRACEFUL_TAKEOVER = 1.0
+#: A crashed leader (SIGKILL) is replaced within its session time-out plus this.
+KILL_TAKEOVER_SLACK = 2.0
+#: The takeover replicas' --leader-session-timeout (Kafka's default floor is 6 s).
+LEADER_SESSION_TIMEOUT = 6.0
 
 ROOT = Path(bridge.__file__).resolve().parent.parent
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results"
@@ -121,6 +154,7 @@ class Processes:
         self.workdir = workdir
         self._popens: list[subprocess.Popen[bytes]] = []
         self._brokers: list[EmbeddedBroker] = []
+        self._clusters: list[KafkaCluster] = []
 
     def start(self, name: str, args: Sequence[str]) -> tuple[subprocess.Popen[bytes], Path]:
         """Start `args` with its output in `<workdir>/<name>.log`; only from the main thread."""
@@ -149,6 +183,21 @@ class Processes:
         self._brokers.append(started)
         return started
 
+    def kafka(self) -> KafkaCluster:
+        """One Apache Kafka KRaft node (the newest pinned 4.x), its data and logs in the workdir.
+
+        Raises KafkaUnavailable without Java, Maven or the jars. The JVM runs in a session of its
+        own, so a Ctrl-C reaches it only through `stop_all`.
+        """
+        cluster = start_kafka(self.workdir / "kafka", version=newest_version())
+        self._clusters.append(cluster)
+        return cluster
+
+    def stop_kafka(self, cluster: KafkaCluster) -> None:
+        cluster.stop()
+        if cluster in self._clusters:
+            self._clusters.remove(cluster)
+
     def stop(self, popen: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
         if popen.returncode is None and popen.poll() is None:
             popen.send_signal(signal.SIGTERM)
@@ -161,6 +210,9 @@ class Processes:
     def stop_all(self) -> None:
         for popen in reversed(self._popens):
             self.stop(popen)
+        for cluster in self._clusters:
+            cluster.stop()
+        self._clusters.clear()
         for started in self._brokers:
             started.stop()
 
@@ -260,6 +312,101 @@ def wait_with_usage(popen: subprocess.Popen[bytes], timeout: float) -> resource.
         time.sleep(0.01)
 
 
+# --- the bridge's own log: timestamps and start-up phases -------------------------------------
+
+LEADER_LINE = "is now the leader"
+RESUMED_LINE = "resuming after serial"
+JOINED_LINE = "joined the leader group"
+LOST_LINE = "is no longer the leader"
+#: The bridge's text log lines begin with their time (UTC, to the millisecond; bridge/cli.py).
+_STAMP = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}),(\d{3}) ")
+#: Start-up phases in the order the bridge goes through them, each ending at a log line holding
+#: one of the texts. The aiokafka lines appear only with --log-level DEBUG (at INFO the bridge
+#: silences aiokafka), so without them the topic check and the group join count as one phase.
+PHASE_MARKS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("interpreter start and imports", ("starting as replica",)),
+    ("HTTP endpoints", ("metrics and health on",)),
+    ("topic check (creation on a first start)", ("topics with prefix", "Subscribed to topic(s)")),
+    ("leader group: connect, find the coordinator", ("(Re-)joining group",)),
+    ("leader group: join and sync (takeover: from the signal)", (LEADER_LINE,)),
+    ("producer start (InitProducerId when transactional)", ("delivery mode:",)),
+    ("checkpoint read (and high-water recovery)", (RESUMED_LINE, "no checkpoint:")),
+    ("PyPI head (changelog_last_serial)", ("caught up at serial", "backfill: serial")),
+)
+FIRST_COMMIT = "to the first commit"
+PHASES_NOTE = (
+    "From the bridge's log timestamps: process start (takeovers: the signal) to the first commit. "
+    "Only the DEBUG log of the restart splits the coordinator lookup from the join; elsewhere it "
+    'counts in "join and sync". A takeover\'s "join and sync" includes the old leader\'s '
+    'stop; "to the first commit" includes the wait of --min-request-interval after the head '
+    "lookup."
+)
+
+
+@dataclass
+class Phase:
+    name: str
+    seconds: float
+
+
+def read_log(path: Path) -> list[tuple[float, str]]:
+    """The log's timestamped lines as (POSIX time, line)."""
+    lines: list[tuple[float, str]] = []
+    with contextlib.suppress(OSError):
+        for line in path.read_text(errors="replace").splitlines():
+            found = _STAMP.match(line)
+            if found is not None:
+                stamp = calendar.timegm(time.strptime(found[1], "%Y-%m-%d %H:%M:%S"))
+                lines.append((stamp + int(found[2]) / 1000, line))
+    return lines
+
+
+def first_at(lines: list[tuple[float, str]], texts: Sequence[str], after: float) -> float | None:
+    """Time of the first line at or after `after` (to the log's millisecond) holding a text."""
+    floor = math.floor(after * 1000) / 1000
+    for stamp, line in lines:
+        if stamp >= floor and any(text in line for text in texts):
+            return stamp
+    return None
+
+
+def startup_phases(
+    lines: list[tuple[float, str]], since: float, first_commit: float | None
+) -> list[Phase]:
+    """From `since` (process start, or a signal) to the first commit, phase by phase.
+
+    A phase ends at its log line; phases whose line is missing (or comes after the first commit,
+    as the head lookup does on a first start) merge into the next one.
+    """
+    marks: list[tuple[str, float]] = []
+    for name, texts in PHASE_MARKS:
+        at = first_at(lines, texts, since)
+        if at is not None and (first_commit is None or at <= first_commit):
+            marks.append((name, at))
+    marks.sort(key=lambda mark: mark[1])
+    if first_commit is not None:
+        marks.append((FIRST_COMMIT, first_commit))
+    phases: list[Phase] = []
+    previous = since
+    for name, at in marks:
+        phases.append(Phase(name, max(0.0, at - previous)))
+        previous = at
+    return phases
+
+
+@dataclass
+class Startup:
+    """One start-up (or takeover) of the bridge, phase by phase, from its log."""
+
+    scenario: str
+    counted_from: str
+    phases: list[Phase]
+
+    @property
+    def total(self) -> float | None:
+        return sum(p.seconds for p in self.phases) if self.phases else None
+
+
 # --- backfill ---------------------------------------------------------------------------------
 
 
@@ -284,11 +431,22 @@ class Backfill:
     delivered: int
     checkpoint_serial: int | None
     verified: bool
+    #: "embedded" (tansu) or "kafka" (Apache Kafka), and the delivery mode the bridge chose.
+    broker: str = "embedded"
+    delivery_mode: str | None = None
+    #: The bridge's user + system CPU time per 1,000 rows, in milliseconds.
+    bridge_cpu_ms_per_1000_rows: float = 0.0
+    #: Distinct serials among the delivered events (counted only on Apache Kafka).
+    distinct_serials: int | None = None
+    #: Start-up, from the bridge's log: process start to the first commit, phase by phase.
+    phases: list[Phase] = field(default_factory=list)
 
 
-async def checkpoint_history(bootstrap: str, prefix: str) -> list[Checkpoint]:
+async def checkpoint_history(
+    bootstrap: str, prefix: str, isolation: str = "read_uncommitted"
+) -> list[Checkpoint]:
     """Every checkpoint the bridge wrote for `prefix`, oldest first (each carries its time)."""
-    client = consumer(KafkaSettings(bootstrap_servers=bootstrap))
+    client = consumer(KafkaSettings(bootstrap_servers=bootstrap), isolation_level=isolation)
     await client.start()
     try:
         (tp,) = await partitions_of(client, [checkpoint_topic(prefix)])
@@ -300,13 +458,49 @@ async def checkpoint_history(bootstrap: str, prefix: str) -> list[Checkpoint]:
     return [Checkpoint.decode(r.value) for r in records if r.key == key and r.value is not None]
 
 
+async def count_committed(bootstrap: str, prefix: str) -> tuple[int, int]:
+    """Committed events in the topics of `prefix` and their distinct serials (read_committed).
+
+    On a transactional broker the offsets a checkpoint records also count the commit markers,
+    so the events are counted by reading them back.
+    """
+    client = consumer(KafkaSettings(bootstrap_servers=bootstrap), isolation_level="read_committed")
+    await client.start()
+    try:
+        partitions = await partitions_of(client, event_topics(prefix))
+        client.assign(partitions)
+        await client.seek_to_beginning()
+        ends = await client.end_offsets(partitions)
+        pending = {tp for tp in partitions if ends[tp] > 0}
+        records = 0
+        serials: set[int | None] = set()
+        deadline = time.monotonic() + 600
+        while pending:
+            if time.monotonic() > deadline:
+                raise BenchmarkError(f"reading the events of {prefix} back took over 600 s")
+            batch = await client.getmany(*pending, timeout_ms=200)
+            for messages in batch.values():
+                records += len(messages)
+                serials.update(serial_of(m.headers) for m in messages)
+            for tp in list(pending):
+                if await client.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+    finally:
+        await client.stop()
+    serials.discard(None)
+    return records, len(serials)
+
+
 def measure_backfill(
     procs: Processes,
-    broker: EmbeddedBroker,
+    bootstrap: str,
+    broker_pid: int | None,
     sim: subprocess.Popen[bytes],
     url: str,
     rows: int,
     extra: Sequence[str] = (),
+    *,
+    broker_name: str = "embedded",
 ) -> Backfill:
     """Run the bridge over the whole prefilled journal and measure it."""
     state = _get_json(sim_base(url) + "/_sim/state")
@@ -314,17 +508,18 @@ def measure_backfill(
     if int(state["rows"]) != rows:
         raise BenchmarkError(f"the simulator holds {state['rows']} rows, expected {rows}")
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    broker_cpu = cpu_seconds(broker.process.pid)
+    broker_cpu = cpu_seconds(broker_pid) if broker_pid is not None else None
     sim_cpu = cpu_seconds(sim.pid)
+    name = "backfill-bridge" if broker_name == "embedded" else f"backfill-bridge-{broker_name}"
     started_wall, started = time.time(), time.monotonic()
     popen, log_path = procs.start(
-        "backfill-bridge",
+        name,
         bridge_args(
             "run",
             "--pypi-url",
             url,
             "--bootstrap-servers",
-            broker.bootstrap_servers,
+            bootstrap,
             "--start-serial",
             "0",
             "--stop-at-serial",
@@ -351,17 +546,25 @@ def measure_backfill(
     seconds = time.monotonic() - started
     if popen.returncode != 0:
         raise BenchmarkError(f"the bridge exited with {popen.returncode}; see {log_path}")
-    broker_after, sim_after = cpu_seconds(broker.process.pid), cpu_seconds(sim.pid)
-    history = asyncio.run(checkpoint_history(broker.bootstrap_servers, prefix))
+    broker_after = cpu_seconds(broker_pid) if broker_pid is not None else None
+    sim_after = cpu_seconds(sim.pid)
+    history = asyncio.run(checkpoint_history(bootstrap, prefix))
     final = history[-1] if history else None
-    # The topics are new, so the offsets the last checkpoint records count every event sent.
-    delivered = sum(sum(offsets) for offsets in final.offsets.values()) if final else 0
+    mode = final.mode if final else None
+    distinct: int | None = None
+    if mode == "transactional":
+        delivered, distinct = asyncio.run(count_committed(bootstrap, prefix))
+    else:
+        # The topics are new and hold no markers, so the offsets of the last checkpoint count
+        # every event sent.
+        delivered = sum(sum(offsets) for offsets in final.offsets.values()) if final else 0
     startup = commit_seconds = after_first = None
     if history:
         startup = history[0].written_at - started_wall
         commit_seconds = history[-1].written_at - history[0].written_at
         if commit_seconds > 0:
             after_first = delivered / commit_seconds
+    cpu = usage.ru_utime + usage.ru_stime
     return Backfill(
         rows=rows,
         last_serial=last,
@@ -375,12 +578,26 @@ def measure_backfill(
         peak_rss_mb=max(usage.ru_maxrss, sampler.last_hwm_kb) / 1024,
         sampled_max_rss_mb=sampler.max_rss_kb / 1024,
         memory_samples=sampler.samples,
-        bridge_cpu_seconds=usage.ru_utime + usage.ru_stime,
+        bridge_cpu_seconds=cpu,
         broker_cpu_seconds=_delta(broker_cpu, broker_after),
         simulator_cpu_seconds=_delta(sim_cpu, sim_after),
         delivered=delivered,
         checkpoint_serial=final.serial if final else None,
-        verified=delivered == rows and final is not None and final.serial == last,
+        verified=(
+            delivered == rows
+            and distinct in (None, rows)
+            and final is not None
+            and final.serial == last
+        ),
+        broker=broker_name,
+        delivery_mode=mode,
+        bridge_cpu_ms_per_1000_rows=cpu / rows * 1_000_000,
+        distinct_serials=distinct,
+        phases=startup_phases(
+            read_log(log_path),
+            started_wall,
+            history[0].written_at if history else None,
+        ),
     )
 
 
@@ -675,6 +892,397 @@ def _rows_between(url: str, after: int, through: int) -> list[int]:
     return serials
 
 
+# --- real Apache Kafka: takeover and restart --------------------------------------------------
+
+
+def replica_args(
+    url: str, bootstrap: str, prefix: str, replica_id: str, port: int, *extra: str
+) -> list[str]:
+    """`pypi-bridge run` as one of several replicas tailing the journal (default intervals)."""
+    return bridge_args(
+        "run",
+        "--pypi-url",
+        url,
+        "--bootstrap-servers",
+        bootstrap,
+        "--http-host",
+        "127.0.0.1",
+        "--http-port",
+        str(port),
+        "--topic-prefix",
+        prefix,
+        "--replica-id",
+        replica_id,
+        "--leader-session-timeout",
+        f"{LEADER_SESSION_TIMEOUT:g}",
+        *extra,
+    )
+
+
+def metric(port: int, name: str) -> float | None:
+    """The value of metric `name` (its only series) on the replica's /metrics, None if absent."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith((name + " ", name + "{")):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def wait_for_log(
+    popen: subprocess.Popen[bytes],
+    log_path: Path,
+    texts: Sequence[str],
+    after: float,
+    within: float,
+) -> float:
+    """The log time of the first line after `after` holding one of `texts`, once it appears."""
+    deadline = time.monotonic() + within
+    while True:
+        found = first_at(read_log(log_path), texts, after)
+        if found is not None:
+            return found
+        if popen.poll() is not None:
+            raise BenchmarkError(
+                f"{log_path.name}: the bridge exited ({popen.returncode}) before {texts[0]!r}"
+            )
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f"{log_path.name}: no {texts[0]!r} within {within:g} s")
+        time.sleep(0.01)
+
+
+def wait_for_metric(
+    popen: subprocess.Popen[bytes],
+    port: int,
+    name: str,
+    done: Callable[[float], bool],
+    within: float,
+) -> float:
+    """Poll the replica's /metrics every 20 ms until `done(value)`; returns that value."""
+    deadline = time.monotonic() + within
+    while True:
+        value = metric(port, name)
+        if value is not None and done(value):
+            return value
+        if popen.poll() is not None:
+            raise BenchmarkError(f"a replica exited ({popen.returncode}) while waiting for {name}")
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f"{name} on port {port} stayed at {value} for {within:g} s")
+        time.sleep(0.02)
+
+
+def _resumed_serial(log_path: Path, after: float) -> int:
+    for stamp, line in read_log(log_path):
+        if stamp >= math.floor(after * 1000) / 1000 and RESUMED_LINE in line:
+            found = re.search(RESUMED_LINE + r" (\d+)", line)
+            if found is not None:
+                return int(found[1])
+    raise BenchmarkError(f"{log_path.name}: no {RESUMED_LINE!r} line with a serial")
+
+
+def _first_commit_by(bootstrap: str, prefix: str, replica: str, after: float) -> float | None:
+    history = asyncio.run(checkpoint_history(bootstrap, prefix, "read_committed"))
+    mine = (c.written_at for c in history if c.replica == replica and c.written_at >= after)
+    return next(mine, None)
+
+
+class Feeder:
+    """Appends one row every 50 ms to a simulator (`POST /_sim/append`), from a thread.
+
+    The simulator's own live traffic comes in Poisson bursts, with gaps of seconds between them:
+    a standby's first commit would wait for the next burst. A steady feed keeps rows waiting.
+    """
+
+    def __init__(self, url: str, rate: float = 20.0) -> None:
+        self.endpoint = sim_base(url) + "/_sim/append"
+        self.interval = 1.0 / rate
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="feeder", daemon=True)
+        self.appended = 0
+
+    def __enter__(self) -> Feeder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        body = json.dumps({"rows": 1}).encode()
+        while not self._stop.wait(self.interval):
+            request = urllib.request.Request(  # noqa: S310 - loopback
+                self.endpoint, data=body, headers={"Content-Type": "application/json"}
+            )
+            with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=5):  # noqa: S310
+                self.appended += 1
+
+
+@dataclass
+class Takeover:
+    signal: str
+    session_timeout: float
+    target_seconds: float
+    #: Signal to the standby's "is now the leader" line (that line's own timestamp).
+    to_leader_line: float
+    #: Signal to the standby's "resuming after serial" line: it has recovered from the checkpoint.
+    to_resumed: float
+    #: Signal to the standby's first commit (the written_at of its first checkpoint).
+    to_first_commit: float | None
+    met: bool
+    #: Signal to the old leader's "is no longer the leader" line (SIGTERM only): it has stopped
+    #: producing and leaves the group next.
+    old_leader_stopped_seconds: float | None
+    #: Signal to the old leader's exit (as seen by polling every 10 ms) and its status.
+    old_leader_exit_seconds: float | None
+    old_leader_returncode: int | None
+    #: Terms the leader ended (and began again) when the standby joined the group.
+    leader_terms_ended_by_join: int
+    phases: list[Phase]
+
+
+def measure_takeover(
+    procs: Processes, bootstrap: str, url: str, sig: signal.Signals, extra: Sequence[str] = ()
+) -> tuple[Takeover, str]:
+    """Two replicas tail the journal; the leader gets `sig`; how soon does the standby lead?
+
+    Returns the figures and the topic prefix (its topics and checkpoint stay for a restart).
+    """
+    with Feeder(url):
+        return _takeover(procs, bootstrap, url, sig, extra)
+
+
+def _takeover(
+    procs: Processes, bootstrap: str, url: str, sig: signal.Signals, extra: Sequence[str]
+) -> tuple[Takeover, str]:
+    label = sig.name.lower()
+    prefix = f"takeover-{label}-{uuid.uuid4().hex[:8]}"
+    ports = {rid: free_port() for rid in ("a", "b")}
+    a, a_log = procs.start(
+        f"takeover-{label}-a", replica_args(url, bootstrap, prefix, "a", ports["a"], *extra)
+    )
+    wait_for_log(a, a_log, (LEADER_LINE,), 0.0, 180)
+    # The leader has committed its starting point.
+    wait_for_metric(a, ports["a"], "pypi_bridge_committed_serial", lambda v: v > 0, 120)
+    b_started = time.time()
+    b, b_log = procs.start(
+        f"takeover-{label}-b", replica_args(url, bootstrap, prefix, "b", ports["b"], *extra)
+    )
+    joined = wait_for_log(b, b_log, (JOINED_LINE,), b_started, 180)
+    # The join rebalanced the group; the leader keeps (or regains) leadership and polls again.
+    wait_for_metric(
+        a, ports["a"], "pypi_bridge_last_commit_time_seconds", lambda v: v > joined + 0.5, 60
+    )
+    if metric(ports["a"], "pypi_bridge_leader") != 1.0 or LEADER_LINE in b_log.read_text():
+        raise BenchmarkError(f"replica a does not lead {prefix} alone once b has joined")
+    time.sleep(1.0)
+    signalled = time.time()
+    a.send_signal(sig)
+    exited_at: float | None = None
+    deadline = time.monotonic() + 120
+    while first_at(read_log(b_log), (RESUMED_LINE,), signalled) is None:
+        if exited_at is None and a.poll() is not None:
+            exited_at = time.time()
+        if b.poll() is not None:
+            raise BenchmarkError(f"the standby exited ({b.returncode}); see {b_log}")
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f"the standby did not take over within 120 s; see {b_log}")
+        time.sleep(0.01)
+    resumed = _resumed_serial(b_log, signalled)
+    wait_for_metric(b, ports["b"], "pypi_bridge_committed_serial", lambda v: v > resumed, 120)
+    while exited_at is None and time.monotonic() < deadline:
+        if a.poll() is not None:
+            exited_at = time.time()
+        time.sleep(0.01)
+    procs.stop(a)
+    procs.stop(b)
+    lines = read_log(b_log)
+    leader_at = first_at(lines, (LEADER_LINE,), signalled)
+    resumed_at = first_at(lines, (RESUMED_LINE,), signalled)
+    if leader_at is None or resumed_at is None:
+        raise BenchmarkError(f"the standby's log lacks its takeover lines; see {b_log}")
+    committed_at = _first_commit_by(bootstrap, prefix, "b", signalled)
+    target = (
+        TARGET_GRACEFUL_TAKEOVER
+        if sig == signal.SIGTERM
+        else LEADER_SESSION_TIMEOUT + KILL_TAKEOVER_SLACK
+    )
+    a_lines = read_log(a_log)
+    ended = [1 for at, line in a_lines if b_started <= at < signalled and LOST_LINE in line]
+    stopped_at = first_at(a_lines, (LOST_LINE,), signalled)
+    takeover = Takeover(
+        signal=sig.name,
+        session_timeout=LEADER_SESSION_TIMEOUT,
+        target_seconds=target,
+        to_leader_line=leader_at - signalled,
+        to_resumed=resumed_at - signalled,
+        to_first_commit=None if committed_at is None else committed_at - signalled,
+        met=leader_at - signalled <= target,
+        old_leader_stopped_seconds=None if stopped_at is None else stopped_at - signalled,
+        old_leader_exit_seconds=None if exited_at is None else exited_at - signalled,
+        old_leader_returncode=a.returncode,
+        leader_terms_ended_by_join=len(ended),
+        phases=startup_phases(lines, signalled, committed_at),
+    )
+    return takeover, prefix
+
+
+def measure_restart(
+    procs: Processes, bootstrap: str, url: str, prefix: str, extra: Sequence[str] = ()
+) -> list[Phase]:
+    """One replica started on existing topics and checkpoint, alone: its start-up, phase by phase.
+
+    With --log-level DEBUG, so that aiokafka's lines split the topic check from the group join.
+    """
+    port = free_port()
+    with Feeder(url):
+        started = time.time()
+        c, c_log = procs.start(
+            "restart-c",
+            replica_args(url, bootstrap, prefix, "c", port, *extra, "--log-level", "DEBUG"),
+        )
+        wait_for_log(c, c_log, (RESUMED_LINE,), started, 180)
+        resumed = _resumed_serial(c_log, started)
+        wait_for_metric(c, port, "pypi_bridge_committed_serial", lambda v: v > resumed, 120)
+        procs.stop(c)
+    committed_at = _first_commit_by(bootstrap, prefix, "c", started)
+    return startup_phases(read_log(c_log), started, committed_at)
+
+
+async def warm_up(bootstrap: str) -> None:
+    """Have a fresh cluster create its internal topics before anything is measured.
+
+    A long-lived cluster has `__consumer_offsets` and `__transaction_state`; a new one creates
+    them on the first group join and the first transactional producer, seconds that would be
+    charged to the first bridge's start-up.
+    """
+    topic = "bench-warm-up"
+    # aiokafka logs the coordinator-not-available answers it retries while the topics are made.
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        client = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await client.start()
+        try:
+            await client.create_topics([NewTopic(topic, 1, 1)])
+        finally:
+            await client.close()
+        member = consumer(KafkaSettings(bootstrap_servers=bootstrap), topic, group_id=topic)
+        await member.start()  # returns once assigned: the group coordinator's topic exists
+        await member.stop()
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=topic)
+        await producer.start()  # InitProducerId: the transaction coordinator's topic exists
+        try:
+            async with producer.transaction():
+                await producer.send_and_wait(topic, b"warm-up")
+        finally:
+            await producer.stop()
+    finally:
+        quiet.setLevel(level)
+
+
+@dataclass
+class KafkaRun:
+    """The real-Kafka part of a run, or why it did not run."""
+
+    available: bool
+    reason: str | None = None
+    version: str | None = None
+    #: Starting the node (format, JVM start, Metadata answered) and the warm-up, in seconds.
+    start_seconds: float | None = None
+    warm_up_seconds: float | None = None
+    backfill: Backfill | None = None
+    takeovers: dict[str, Takeover] = field(default_factory=dict)
+    startups: list[Startup] = field(default_factory=list)
+
+
+def run_real_kafka(
+    ns: argparse.Namespace, procs: Processes, sim: subprocess.Popen[bytes], url: str
+) -> KafkaRun:
+    """The backfill, the takeovers and a restart on Apache Kafka; stops its processes after."""
+    if ns.real_kafka == "no":
+        step("real Kafka: skipped (--real-kafka no)")
+        return KafkaRun(available=False, reason="skipped with --real-kafka no")
+    step(
+        f"real Kafka: starting Apache Kafka {newest_version()}, one KRaft node "
+        "(the first use resolves its jars with Maven)"
+    )
+    started = time.monotonic()
+    try:
+        cluster = procs.kafka()
+    except KafkaUnavailable as exc:
+        reason = (str(exc).strip().splitlines() or ["unknown"])[0]
+        if ns.real_kafka == "yes":
+            raise BenchmarkError(f"Apache Kafka is unavailable: {reason}") from None
+        step(f"REAL KAFKA NOT MEASURED: {reason}")
+        return KafkaRun(available=False, reason=reason)
+    bootstrap = cluster.bootstrap_servers
+    process = cluster.nodes[0].process
+    start_seconds = time.monotonic() - started
+    started = time.monotonic()
+    asyncio.run(warm_up(bootstrap))
+    warm_up_seconds = time.monotonic() - started
+    step(
+        f"real Kafka {cluster.version} at {bootstrap} (started in {start_seconds:.1f} s, internal "
+        f"topics created in {warm_up_seconds:.1f} s); backfill: {ns.rows:,} rows"
+    )
+    backfill = measure_backfill(
+        procs,
+        bootstrap,
+        process.pid if process is not None else None,
+        sim,
+        url,
+        ns.rows,
+        ns.bridge_arg,
+        broker_name="kafka",
+    )
+    step(
+        f"real Kafka backfill: {backfill.rows_per_second:,.0f} rows/s, "
+        f"{backfill.bridge_cpu_ms_per_1000_rows:.1f} ms CPU per 1,000 rows, "
+        f"peak {backfill.peak_rss_mb:.0f} MB, delivery {backfill.delivery_mode}"
+    )
+    procs.stop(sim)  # the prefilled journal is done with
+    live, live_url = start_simulator(
+        procs, "takeover-simulator", "--prefill", "1000", "--rate", "0", "--seed", "7"
+    )
+    takeovers: dict[str, Takeover] = {}
+    prefix = ""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        step(f"real Kafka: takeover after the leader's {sig.name}")
+        takeover, prefix = measure_takeover(procs, bootstrap, live_url, sig, ns.bridge_arg)
+        takeovers[sig.name] = takeover
+        step(
+            f"takeover after {sig.name}: leader line {takeover.to_leader_line:.3f} s "
+            f"(target {takeover.target_seconds:g} s: {_met(takeover.met)}), first commit "
+            f"{_seconds(takeover.to_first_commit)}"
+        )
+    step("real Kafka: a restart on existing topics (--log-level DEBUG), phase by phase")
+    restart = measure_restart(procs, bootstrap, live_url, prefix, ns.bridge_arg)
+    procs.stop(live)
+    procs.stop_kafka(cluster)
+    startups = [
+        Startup("first start, Kafka (topics created)", "process start", backfill.phases),
+        Startup("restart, Kafka (existing topics, DEBUG log)", "process start", restart),
+        *(
+            Startup(f"standby after {name}", "the signal", takeover.phases)
+            for name, takeover in takeovers.items()
+        ),
+    ]
+    return KafkaRun(
+        available=True,
+        version=cluster.version,
+        start_seconds=start_seconds,
+        warm_up_seconds=warm_up_seconds,
+        backfill=backfill,
+        takeovers=takeovers,
+        startups=startups,
+    )
+
+
 # --- report -----------------------------------------------------------------------------------
 
 
@@ -713,7 +1321,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def figures(backfill: Backfill, naive: Naive, fresh: Freshness) -> list[Figure]:
+def figures(backfill: Backfill, naive: Naive, fresh: Freshness, kafka: KafkaRun) -> list[Figure]:
     base = naive.rows_per_second
     speedup = backfill.rows_per_second / base
     fresh_target = POLL_INTERVAL + FRESHNESS_SLACK
@@ -752,6 +1360,9 @@ def figures(backfill: Backfill, naive: Naive, fresh: Freshness) -> list[Figure]:
             None,
             backfill.peak_rss_mb <= TARGET_PEAK_MB,
         ),
+        Figure(
+            "bridge CPU per 1,000 rows", backfill.bridge_cpu_ms_per_1000_rows, "ms", "", None, None
+        ),
         Figure("freshness p50", fresh.p50, "s", "", None, None),
         Figure(
             "freshness p99",
@@ -761,7 +1372,83 @@ def figures(backfill: Backfill, naive: Naive, fresh: Freshness) -> list[Figure]:
             None,
             fresh.p99 is not None and fresh.missing == 0 and fresh.p99 <= fresh_target,
         ),
+        *kafka_figures(kafka),
     ]
+
+
+KAFKA = "real Kafka: "
+
+
+def kafka_figures(kafka: KafkaRun) -> list[Figure]:
+    """The real-Kafka rows; n/a (and no verdict) when that part did not run."""
+    kb = kafka.backfill
+    rows: list[Figure] = [
+        Figure(
+            KAFKA + "backfill, process start to exit",
+            kb.rows_per_second if kb else None,
+            "rows/s",
+            f">= {TARGET_ROWS_PER_SECOND:,}",
+            None,
+            (kb.rows_per_second >= TARGET_ROWS_PER_SECOND and kb.verified) if kb else None,
+        ),
+        Figure(
+            KAFKA + "backfill, first to last commit",
+            kb.rows_per_second_after_first_commit if kb else None,
+            "rows/s",
+            "",
+            None,
+            None,
+        ),
+        Figure(
+            KAFKA + "backfill, start-up to first commit",
+            kb.startup_seconds if kb else None,
+            "s",
+            "",
+            None,
+            None,
+        ),
+        Figure(
+            KAFKA + "peak RSS during the backfill",
+            kb.peak_rss_mb if kb else None,
+            "MB",
+            f"<= {TARGET_PEAK_MB:g}",
+            None,
+            kb.peak_rss_mb <= TARGET_PEAK_MB if kb else None,
+        ),
+        Figure(
+            KAFKA + "bridge CPU per 1,000 rows",
+            kb.bridge_cpu_ms_per_1000_rows if kb else None,
+            "ms",
+            "",
+            None,
+            None,
+        ),
+    ]
+    targets = {
+        "SIGTERM": TARGET_GRACEFUL_TAKEOVER,
+        "SIGKILL": LEADER_SESSION_TIMEOUT + KILL_TAKEOVER_SLACK,
+    }
+    for name, target in targets.items():
+        takeover = kafka.takeovers.get(name)
+        rows += [
+            Figure(
+                f"{KAFKA}takeover after {name}, to the leader line",
+                takeover.to_leader_line if takeover else None,
+                "s",
+                f"<= {target:g}",
+                None,
+                takeover.met if takeover else None,
+            ),
+            Figure(
+                f"{KAFKA}takeover after {name}, to the first commit",
+                takeover.to_first_commit if takeover else None,
+                "s",
+                "",
+                None,
+                None,
+            ),
+        ]
+    return rows
 
 
 def _ratio(value: float | None, base: float) -> float | None:
@@ -777,12 +1464,18 @@ def _value(figure: Figure) -> str:
         return f"{figure.value:.1f}x"
     if figure.unit == "MB":
         return f"{figure.value:.1f} MB"
+    if figure.unit == "ms":
+        return f"{figure.value:.1f} ms"
     return f"{figure.value:.3f} {figure.unit}"
+
+
+def _met(met: bool | None) -> str:
+    return "" if met is None else ("yes" if met else "NO")
 
 
 def _cells(figure: Figure) -> list[str]:
     ratio = "" if figure.ratio_to_baseline is None else f"{figure.ratio_to_baseline:.1f}x"
-    met = "" if figure.met is None else ("yes" if figure.met else "NO")
+    met = _met(figure.met)
     target = f"{figure.target} {figure.unit}".strip() if figure.target else ""
     if figure.unit == "x":
         target = figure.target
@@ -792,18 +1485,41 @@ def _cells(figure: Figure) -> list[str]:
 HEADER = ["figure", "value", "target", "vs baseline", "met"]
 
 
-def text_table(rows: list[Figure]) -> str:
-    cells = [HEADER, *(_cells(f) for f in rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(HEADER))]
+def _text_grid(cells: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)
 
 
-def markdown_table(rows: list[Figure]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(_cells(f)) + " |" for f in rows]
+def _markdown_grid(cells: list[list[str]]) -> str:
+    header, *body = cells
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(lines)
+
+
+def text_table(rows: list[Figure]) -> str:
+    return _text_grid([HEADER, *(_cells(f) for f in rows)])
+
+
+def markdown_table(rows: list[Figure]) -> str:
+    return _markdown_grid([HEADER, *(_cells(f) for f in rows)])
+
+
+def phase_cells(startups: Sequence[Startup]) -> list[list[str]]:
+    """Phases down, start-ups across; a blank cell is a phase that start-up did not go through."""
+    names = [name for name, _ in PHASE_MARKS] + [FIRST_COMMIT]
+    cells = [["start-up phase", *(s.scenario for s in startups)]]
+    for name in names:
+        row = [name]
+        for startup in startups:
+            found = next((p.seconds for p in startup.phases if p.name == name), None)
+            row.append("" if found is None else f"{found:.3f} s")
+        if any(row[1:]):
+            cells.append(row)
+    cells.append(["total", *(_seconds(s.total) for s in startups)])
+    return cells
 
 
 def describe_machine(info: dict[str, Any], date: str) -> str:
@@ -813,25 +1529,48 @@ def describe_machine(info: dict[str, Any], date: str) -> str:
     )
 
 
-def notes(backfill: Backfill, naive: Naive, fresh: Freshness) -> list[str]:
-    cpu = [f"bridge {backfill.bridge_cpu_seconds:.1f} s"]
+def _cpu_line(backfill: Backfill, broker: str) -> str:
+    cpu = [
+        f"bridge {backfill.bridge_cpu_seconds:.1f} s "
+        f"({backfill.bridge_cpu_ms_per_1000_rows:.1f} ms per 1,000 rows)"
+    ]
     if backfill.broker_cpu_seconds is not None:
-        cpu.append(f"broker {backfill.broker_cpu_seconds:.1f} s")
+        cpu.append(f"{broker} {backfill.broker_cpu_seconds:.1f} s")
     if backfill.simulator_cpu_seconds is not None:
         cpu.append(f"simulator {backfill.simulator_cpu_seconds:.1f} s")
+    return f"{', '.join(cpu)} (wall {backfill.seconds:.1f} s)"
+
+
+def _backfill_line(backfill: Backfill) -> str:
+    if backfill.distinct_serials is None:
+        events = f"{backfill.delivered:,} events in the topics"
+    else:
+        events = (
+            f"{backfill.delivered:,} events read back with read_committed, "
+            f"{backfill.distinct_serials:,} distinct serials"
+        )
+    return (
+        f"{backfill.rows:,} rows in {backfill.seconds:.1f} s: start-up "
+        f"{_seconds(backfill.startup_seconds)}, {backfill.commits} commits over "
+        f"{_seconds(backfill.commit_seconds)}; {events}, checkpoint at serial "
+        f"{backfill.checkpoint_serial} of {backfill.last_serial} "
+        f"({'verified' if backfill.verified else 'NOT VERIFIED'}); delivery mode "
+        f"{backfill.delivery_mode or 'unknown'}."
+    )
+
+
+def notes(backfill: Backfill, naive: Naive, fresh: Freshness, kafka: KafkaRun) -> list[str]:
     resolution = (
         f", mean poll gap {fresh.visibility_resolution * 1000:.0f} ms"
         if fresh.visibility_resolution is not None
         else ""
     )
-    return [
-        f"Backfill: {backfill.rows:,} rows in {backfill.seconds:.1f} s: start-up "
-        f"{_seconds(backfill.startup_seconds)}, {backfill.commits} commits over "
-        f"{_seconds(backfill.commit_seconds)}; "
-        f"{backfill.delivered:,} events in the topics, checkpoint at serial "
-        f"{backfill.checkpoint_serial} of {backfill.last_serial} "
-        f"({'verified' if backfill.verified else 'NOT VERIFIED'}).",
-        f"CPU time during the backfill: {', '.join(cpu)} (wall {backfill.seconds:.1f} s).",
+    lines = [
+        'Rows without "real Kafka:" ran on the embedded broker (tansu; the bridge picks '
+        "high-water delivery there).",
+        f"Backfill: {_backfill_line(backfill)}",
+        f"CPU time during the backfill: {_cpu_line(backfill, 'broker')}; CPU is user + system "
+        "of the bridge process from wait4, divided by the rows.",
         f"Peak RSS from the kernel (wait4 ru_maxrss, VmHWM); largest of "
         f"{backfill.memory_samples} VmRSS samples (every 50 ms): "
         f"{backfill.sampled_max_rss_mb:.1f} MB.",
@@ -842,6 +1581,50 @@ def notes(backfill: Backfill, naive: Naive, fresh: Freshness) -> list[str]:
         f"min request interval {MIN_REQUEST_INTERVAL:g} s (defaults); visibility from "
         f"{fresh.visibility}{resolution}; consumer fetch wait {CONSUMER_FETCH_WAIT_MS} ms.",
     ]
+    return lines + kafka_notes(kafka)
+
+
+def kafka_notes(kafka: KafkaRun) -> list[str]:
+    kb = kafka.backfill
+    if not kafka.available or kb is None:
+        return [f"Apache Kafka: NOT MEASURED ({kafka.reason}); its rows are n/a."]
+    lines = [
+        f"Apache Kafka {kafka.version}: one KRaft node (broker and controller, a JVM with a "
+        "512 MB heap) on the same machine, started by tests/realkafka.py in "
+        f"{_seconds(kafka.start_seconds)}; its internal topics (__consumer_offsets, "
+        f"__transaction_state) were created before any measurement, in "
+        f"{_seconds(kafka.warm_up_seconds)}, as a long-lived cluster has them; the bridge "
+        f"auto-detected {kb.delivery_mode} delivery.",
+        f"Real-Kafka backfill (same journal): {_backfill_line(kb)}",
+        f"Real-Kafka CPU time: {_cpu_line(kb, 'Kafka JVM')}.",
+    ]
+    for name, takeover in kafka.takeovers.items():
+        old = (
+            f"the old leader exited {_seconds(takeover.old_leader_exit_seconds)} after the "
+            f"signal (status {takeover.old_leader_returncode})"
+        )
+        if takeover.old_leader_stopped_seconds is not None:
+            old = (
+                f"the old leader logged that it stopped producing after "
+                f"{takeover.old_leader_stopped_seconds:.3f} s and {old}"
+            )
+        lines.append(
+            f"Takeover after {name}: two replicas (--leader-session-timeout "
+            f"{takeover.session_timeout:g}, heartbeat every "
+            f"{max(0.3, takeover.session_timeout / 10):g} s) tail a journal the harness grows by "
+            "one row every 50 ms, with the default intervals; from the signal, the standby's "
+            "leader line after "
+            f"{takeover.to_leader_line:.3f} s (target {takeover.target_seconds:g} s: "
+            f'{_met(takeover.met)}), its "resuming after serial" after '
+            f"{takeover.to_resumed:.3f} s, its first commit after "
+            f"{_seconds(takeover.to_first_commit)}; {old}; the standby's join made the leader "
+            f"end and restart its term {takeover.leader_terms_ended_by_join} time(s)."
+        )
+    lines.append(
+        "Start-up phases come from the bridge's own log timestamps (UTC, to the millisecond) and "
+        "the first checkpoint's written_at; takeover columns count from the signal."
+    )
+    return lines
 
 
 def _seconds(value: float | None) -> str:
@@ -856,6 +1639,7 @@ def write_results(
     rows: list[Figure],
     details: dict[str, Any],
     lines: list[str],
+    startups: Sequence[Startup] = (),
 ) -> tuple[Path, Path]:
     output.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -876,6 +1660,18 @@ def write_results(
             "",
             *(f"- {line}" for line in lines),
             "",
+            *(
+                [
+                    "## Start-up phases",
+                    "",
+                    PHASES_NOTE,
+                    "",
+                    _markdown_grid(phase_cells(startups)),
+                    "",
+                ]
+                if startups
+                else []
+            ),
         ]
     )
     json_path, md_path = output / "latest.json", output / "latest.md"
@@ -892,8 +1688,9 @@ def write_results(
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.backfill",
-        description="Backfill throughput, peak memory, freshness and a naive baseline, "
-        "with the simulator, the broker and the bridge as real processes.",
+        description="Backfill throughput, peak memory, CPU per row, freshness and a naive "
+        "baseline on the embedded broker, and backfill, takeover and start-up phases on Apache "
+        "Kafka, with the simulator, the brokers and the bridge as real processes.",
     )
     parser.add_argument("--rows", type=int, default=None, help="backfill rows (1,000,000)")
     parser.add_argument(
@@ -922,8 +1719,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="ARG",
-        help="extra argument for both bridges, repeatable (--bridge-arg=--batch-size=20000); "
+        help="extra argument for every bridge, repeatable (--bridge-arg=--batch-size=20000); "
         "the figures then describe that setting, not the defaults",
+    )
+    parser.add_argument(
+        "--real-kafka",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="the Apache Kafka part: auto (run it when Java and the broker's jars are available, "
+        "else say so and skip it), yes (fail without them), no (skip it)",
     )
     ns = parser.parse_args(argv)
     sizes = QUICK if ns.quick else {}
@@ -972,11 +1776,21 @@ def run(ns: argparse.Namespace, procs: Processes) -> int:
         str(ns.seed),
     )
     step(f"backfill: {ns.rows:,} rows from {url}")
-    backfill = measure_backfill(procs, broker, sim, url, ns.rows, ns.bridge_arg)
-    step(f"backfill: {backfill.rows_per_second:,.0f} rows/s, peak {backfill.peak_rss_mb:.0f} MB")
+    load = [os.getloadavg()[0]]
+    backfill = measure_backfill(
+        procs, broker.bootstrap_servers, broker.process.pid, sim, url, ns.rows, ns.bridge_arg
+    )
+    step(
+        f"backfill: {backfill.rows_per_second:,.0f} rows/s, "
+        f"{backfill.bridge_cpu_ms_per_1000_rows:.1f} ms CPU per 1,000 rows, "
+        f"peak {backfill.peak_rss_mb:.0f} MB"
+    )
     step(f"naive baseline: {ns.baseline_rows:,} rows")
     naive = asyncio.run(measure_naive(url, broker.bootstrap_servers, ns.baseline_rows))
     step(f"naive baseline: {naive.rows_per_second:,.0f} rows/s")
+    load.append(os.getloadavg()[0])
+    kafka = run_real_kafka(ns, procs, sim, url)
+    load.append(os.getloadavg()[0])
     procs.stop(sim)  # frees the prefilled journal's memory before the freshness run
 
     _, live_url = start_simulator(
@@ -1007,18 +1821,32 @@ def run(ns: argparse.Namespace, procs: Processes) -> int:
         measure_freshness(start_live_bridge, broker, live_url, ns.freshness_seconds, ns.rate)
     )
     step(f"freshness: p50 {_seconds(fresh.p50)}, p99 {_seconds(fresh.p99)}")
+    load.append(os.getloadavg()[0])
     procs.stop_all()
 
-    rows = figures(backfill, naive, fresh)
-    lines = notes(backfill, naive, fresh)
+    rows = figures(backfill, naive, fresh, kafka)
+    lines = notes(backfill, naive, fresh, kafka)
+    lines.append(
+        f"Noise: {info['cores']} cores shared by the bridge, the broker, the simulator and "
+        "anything else running; one-minute load average "
+        f"{', '.join(f'{x:.1f}' for x in load)} (before the backfill, after the baseline, after "
+        "the real-Kafka part, after freshness). Single runs on a busy machine are noisy."
+    )
     if ns.bridge_arg:
-        lines.append(f"Not the defaults: both bridges ran with {' '.join(ns.bridge_arg)}.")
+        lines.append(f"Not the defaults: every bridge ran with {' '.join(ns.bridge_arg)}.")
+    startups = [
+        Startup("first start, embedded (topics created)", "process start", backfill.phases),
+        *kafka.startups,
+    ]
     print()
     print(text_table(rows))
     print()
     print(f"machine: {describe_machine(info, date)}")
     for line in lines:
         print(f"- {line}")
+    print()
+    print(_text_grid(phase_cells(startups)))
+    print(PHASES_NOTE)
     settings = {
         "rows": ns.rows,
         "baseline_rows": ns.baseline_rows,
@@ -1029,9 +1857,19 @@ def run(ns: argparse.Namespace, procs: Processes) -> int:
         "poll_interval": POLL_INTERVAL,
         "min_request_interval": MIN_REQUEST_INTERVAL,
         "bridge_args": ns.bridge_arg,
+        "real_kafka": ns.real_kafka,
+        "leader_session_timeout": LEADER_SESSION_TIMEOUT,
     }
-    details = {"backfill": asdict(backfill), "naive": asdict(naive), "freshness": asdict(fresh)}
-    json_path, md_path = write_results(ns.output_dir, info, date, settings, rows, details, lines)
+    details = {
+        "backfill": asdict(backfill),
+        "naive": asdict(naive),
+        "freshness": asdict(fresh),
+        "kafka": asdict(kafka),
+        "startups": [{**asdict(s), "total": s.total} for s in startups],
+    }
+    json_path, md_path = write_results(
+        ns.output_dir, info, date, settings, rows, details, lines, startups
+    )
     print(f"\nwrote {json_path} and {md_path}")
     return 0
 
@@ -1056,9 +1894,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         procs.stop_all()
         if ok and not ns.keep_logs:
-            for path in workdir.iterdir():
-                path.unlink()
-            workdir.rmdir()
+            shutil.rmtree(workdir, ignore_errors=True)
         else:
             print(f"process logs: {workdir}", file=sys.stderr)
 

@@ -132,11 +132,11 @@ class Pipeline:
         """Publish until stopped (or until --stop-at-serial); returns the committed serial."""
         cursor = await self._starting_serial()
         stop_at = self.settings.stop_at_serial
-        head = self.client.head_serial
-        if head is None and (stop_at is None or cursor < stop_at):
-            head = await self.client.last_serial()
-        self.progress.begin(cursor, head)
-        log.info("%s", self.progress.describe())
+        self.progress.begin(cursor, self.client.head_serial)
+        # The journal's head (for the backlog and ETA) is asked for once the first page is in,
+        # beside its publishing: a new leader's first commit does not wait for a paced extra call.
+        need_head = self.client.head_serial is None and (stop_at is None or cursor < stop_at)
+        head_lookup: asyncio.Task[int | None] | None = None
         prefetch: asyncio.Task[list[Row]] | None = None
         published = asyncio.Event()
         try:
@@ -146,17 +146,22 @@ class Pipeline:
                         "reached --stop-at-serial %d: everything up to it is committed", stop_at
                     )
                     break
-                rows = (
-                    await prefetch
-                    if prefetch is not None
-                    else await self.client.changelog_since(cursor)
+                fetched = await self._unless_stopping(
+                    prefetch or asyncio.create_task(self.client.changelog_since(cursor))
                 )
                 prefetch = None
+                if fetched is None:
+                    break  # stopping: the page in flight is not committed, so nothing is lost
+                rows = fetched
                 if not rows:
+                    need_head = False
                     self.sink.metrics.mark_progress()
                     self.progress.advance(cursor, 0, self.client.head_serial)
                     await self._wait(self.settings.poll_interval)
                     continue
+                if need_head:
+                    need_head = False
+                    head_lookup = asyncio.create_task(self._look_up_head())
                 # Reading the next page overlaps with publishing this one. Decoding it waits
                 # until this one is published and dropped: two decoded 50,000-row pages at once
                 # would double the bridge's peak memory.
@@ -170,11 +175,32 @@ class Pipeline:
                 del rows
                 published.set()
         finally:
-            if prefetch is not None:
-                prefetch.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await prefetch
+            for task in (prefetch, head_lookup):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
         return cursor
+
+    async def _look_up_head(self) -> int | None:
+        head = await self.client.last_serial()
+        self.progress.advance(self.progress.committed, 0, head)
+        log.info("%s", self.progress.describe())
+        return head
+
+    async def _unless_stopping(self, task: asyncio.Task[list[Row]]) -> list[Row] | None:
+        """The page `task` fetches, or None (and the fetch cancelled) once stopping is set."""
+        stopper = asyncio.create_task(self.stopping.wait())
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        return None
 
     async def _publish(self, rows: list[Row], stop_at: int | None) -> int:
         reached = False

@@ -101,6 +101,9 @@ class PyPIClient:
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._last_call = float("-inf")
+        # Calls may be started by concurrent tasks (the next page, the head lookup): one at a
+        # time through the pacing gate, so they stay --min-request-interval apart.
+        self._pacing = asyncio.Lock()
         self._backoff = Backoff(cap=settings.max_backoff)
         #: Highest serial PyPI has shown us (from rows or from changelog_last_serial).
         self.head_serial: int | None = None
@@ -186,10 +189,11 @@ class PyPIClient:
             self.metrics.source_request_duration.labels(method).observe(seconds)
 
     async def _pace(self) -> None:
-        wait = self._last_call + self.settings.min_request_interval - self._clock()
-        if wait > 0:
-            await self._sleep(wait)
-        self._last_call = self._clock()
+        async with self._pacing:
+            wait = self._last_call + self.settings.min_request_interval - self._clock()
+            if wait > 0:
+                await self._sleep(wait)
+            self._last_call = self._clock()
 
     async def _call(
         self,
