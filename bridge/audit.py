@@ -35,8 +35,8 @@ from bridge.config import (
     source_settings,
     topic_prefix,
 )
-from bridge.errors import BridgeError, BrokerError, ConfigError
-from bridge.kafka import consumer, partitions_of, read_ranges
+from bridge.errors import BridgeError, ConfigError
+from bridge.kafka import bridge_prefixes, consumer, failure, partitions_of, read_ranges
 from bridge.parse import Row, parse_row
 from bridge.routing import Router, event_topics, serial_of
 from bridge.source import PyPIClient
@@ -193,7 +193,8 @@ async def read_event_records(
         begins: dict[TopicPartition, int] = await client.beginning_offsets(partitions)
         return await read_ranges(client, begins)
     except KafkaError as exc:
-        raise BrokerError(f"cannot read the event topics: {exc}") from None
+        problem = "cannot read the event topics"
+        raise await failure(kafka, exc, problem, "Read", bridge_prefixes(prefix)) from None
     finally:
         await client.stop()
 

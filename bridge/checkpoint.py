@@ -19,8 +19,8 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from bridge.config import KafkaSettings
-from bridge.errors import BrokerError, ContractError
-from bridge.kafka import consumer, partitions_of, read_ranges
+from bridge.errors import ContractError
+from bridge.kafka import bridge_prefixes, consumer, failure, partitions_of, read_ranges
 from bridge.routing import checkpoint_topic, event_topics, serial_of
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,8 @@ async def read_checkpoint(
             client, {tp: max(begins[tp], ends[tp] - 16) for tp in partitions}
         )
     except KafkaError as exc:
-        raise BrokerError(f"cannot read the checkpoint topic {topic}: {exc}") from None
+        problem = f"cannot read the checkpoint topic {topic}"
+        raise await failure(kafka, exc, problem, "Read", bridge_prefixes(prefix)) from None
     finally:
         await client.stop()
     key = checkpoint_key(prefix)
@@ -129,7 +130,8 @@ async def landed_serials(
         records = await read_ranges(client, starts)
         ends = {tp: await client.position(tp) for tp in partitions}
     except KafkaError as exc:
-        raise BrokerError(f"cannot read the event topics to recover: {exc}") from None
+        problem = "cannot read the event topics to recover"
+        raise await failure(kafka, exc, problem, "Read", bridge_prefixes(prefix)) from None
     finally:
         await client.stop()
     floor = checkpoint.serial if checkpoint else -1

@@ -20,9 +20,16 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from bridge.config import KafkaSettings
-from bridge.errors import ConfigError
+from bridge.errors import BridgeError, ConfigError
 from bridge.events import EVENT_TYPES, Event, event_from_json
-from bridge.kafka import always_leave_group, consumer, unreachable
+from bridge.kafka import (
+    AUTHORIZATION_ERRORS,
+    always_leave_group,
+    consumer,
+    failure,
+    refusal,
+    unreachable,
+)
 from bridge.routing import serial_of, topic_name, type_of_topic
 
 log = logging.getLogger(__name__)
@@ -86,10 +93,16 @@ class EventStream:
         )
         try:
             await self._consumer.start()
+        except AUTHORIZATION_ERRORS as exc:
+            await self._consumer.stop()
+            raise await self._refused(exc) from None
         except KafkaConnectionError as exc:
             await self._consumer.stop()
-            raise unreachable(self.kafka, exc) from None
+            raise await refusal(self.kafka) or unreachable(self.kafka, exc) from None
         return self
+
+    async def _refused(self, exc: KafkaError) -> BridgeError:
+        return await failure(self.kafka, exc, "cannot consume", "Read", (f"{self.prefix}.",))
 
     async def __aexit__(
         self,
@@ -130,7 +143,10 @@ class EventStream:
         """Records arriving within `wait` seconds, in partition order; None for a duplicate."""
         if self._consumer is None:
             raise RuntimeError("EventStream used outside `async with`")
-        batch = await self._consumer.getmany(timeout_ms=int(wait * 1000))
+        try:
+            batch = await self._consumer.getmany(timeout_ms=int(wait * 1000))
+        except AUTHORIZATION_ERRORS as exc:
+            raise await self._refused(exc) from None
         return [
             (tp, record.offset, self._accept(tp, record))
             for tp, records in batch.items()

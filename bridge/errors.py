@@ -26,6 +26,13 @@ class ConfigError(BridgeError):
     """A flag, environment variable or file given by the operator is unusable."""
 
 
+class AccessDenied(BridgeError):
+    """Kafka refused this client: its credentials, its certificate, or an ACL it lacks.
+
+    No retry cures it, so the bridge stops (exit status 1) instead of retrying in silence.
+    """
+
+
 class SourceError(BridgeError):
     """PyPI (or the simulator) answered with something retrying will not fix."""
 
@@ -74,6 +81,19 @@ class Fenced(BrokerError):
     """Another replica took over: this one must stop producing at once."""
 
     retriable = False
+
+
+class LeaseExpired(Fenced):
+    """This leader has not renewed its group session lately: a successor may already lead.
+
+    Raised by the leader itself before anything more leaves the process (the self-fence of a
+    broker without transactions, where nothing else stops a stale leader's writes).
+    """
+
+    def __init__(self, age: float) -> None:
+        held = f"{age:.1f} s" if age != float("inf") else "this whole term"
+        super().__init__(f"no heartbeat for {held}: stepping down before a successor can lead")
+        self.age = age
 
 
 class EmbeddedBrokerError(BridgeError):

@@ -1,10 +1,11 @@
 """One replica of `pypi-bridge run`: HTTP endpoints, leadership, and the pipeline while leading.
 
 Every replica serves `/metrics`, `/healthz` and `/readyz`, creates missing topics and joins the
-leader group; the leader runs the pipeline. A broker outage or a fenced producer ends the term:
-the replica backs off, recovers from the checkpoint and carries on (no data is lost, nothing is
-sent twice). SIGTERM finishes the batch in flight, leaves the group so a standby takes over at
-once, and exits 0.
+leader group; the leader runs the pipeline. A broker outage ends the term: the replica backs off,
+recovers from the checkpoint and carries on (no data is lost, nothing is sent twice). A fence (the
+broker fenced its producer, or its own lease on the group session ran out) ends the term too: the
+replica steps down, rejoins the group as a standby and leads again only when elected. SIGTERM
+finishes the batch in flight, leaves the group so a standby takes over at once, and exits 0.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import logging
 import time
 from collections.abc import Awaitable
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from bridge.broker import EmbeddedBroker, start_broker
 from bridge.config import RunSettings
 from bridge.errors import BrokerError, Fenced
-from bridge.kafka import admin, ensure_topics
+from bridge.kafka import AUTHORIZATION_ERRORS, admin, bridge_prefixes, ensure_topics, failure
 from bridge.leadership import Leadership
 from bridge.metrics import Health, Metrics, start_http
 from bridge.pipeline import Pipeline, Progress
@@ -44,6 +45,7 @@ class Replica:
         self.broker: EmbeddedBroker | None = None
         self._pipeline: Pipeline | None = None
         self._term: asyncio.Task[int] | None = None
+        self._leadership: Leadership | None = None
         self.finished = False
         #: Set once the HTTP endpoints answer and once this replica has joined the leader group.
         self.serving = asyncio.Event()
@@ -95,7 +97,14 @@ class Replica:
             session_timeout=settings.leader_session_timeout,
         )
         leadership.on_lose = self._end_term
-        await leadership.start()
+        self._leadership = leadership
+        try:
+            await leadership.start()
+        except AUTHORIZATION_ERRORS as exc:
+            await leadership.stop()
+            prefixes = bridge_prefixes(settings.topics.prefix)
+            problem = "cannot join the leader group"
+            raise await failure(settings.kafka, exc, problem, "Read", prefixes) from None
         self.health.role = "standby"
         self.health.detail = "standing by"
         self.joined.set()
@@ -112,7 +121,9 @@ class Replica:
     async def _lead_when_elected(self, leadership: Leadership, stop: asyncio.Event) -> int:
         backoff = Backoff(base=1.0, cap=30.0)
         while not stop.is_set():
-            await _first(leadership.became_leader.wait(), stop.wait())
+            await _first(leadership.became_leader.wait(), stop.wait(), leadership.refusal.wait())
+            if leadership.refused is not None:
+                raise leadership.refused
             if stop.is_set():
                 break
             self.health.role = "leader"
@@ -124,16 +135,23 @@ class Replica:
             if stop.is_set():
                 break
             term, self._term = self._term, None
+            error = None if term is None or term.cancelled() else term.exception()
+            if isinstance(error, Fenced):
+                # Another leader may be writing: stop, rejoin as a standby, lead only if elected
+                # again. One line says why (none if a rebalance already took the lead away).
+                if leadership.leading:
+                    self.metrics.errors.labels("leadership").inc()
+                    log.warning("%s", error)
+                leadership.step_down()
+                self._stand_by()
+                continue
             if term is None or term.cancelled() or not leadership.leading:
-                self.health.role = "standby"
+                self._stand_by()
                 continue  # leadership was revoked; wait to be elected again
-            error = term.exception()
             if error is None:
                 self.finished = True
                 return 0  # --stop-at-serial reached
-            if isinstance(error, Fenced):
-                log.warning("%s", error)
-            elif isinstance(error, BrokerError) and error.retriable:
+            if isinstance(error, BrokerError) and error.retriable:
                 self.metrics.errors.labels("sink").inc()
                 delay = backoff.next_delay()
                 log.warning("%s; recovering from the checkpoint in %.0f s", error, delay)
@@ -153,6 +171,7 @@ class Replica:
             delivery=settings.delivery,
             transactional_id=settings.effective_transactional_id,
             replica_id=settings.replica_id,
+            lease=self._leadership.lease if self._leadership is not None else None,
         )
         try:
             async with PyPIClient(settings.source, self.metrics) as client:
@@ -178,7 +197,18 @@ class Replica:
             term.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await term
+        if (
+            self._leadership is not None
+            and not term.cancelled()
+            and isinstance(term.exception(), Fenced)
+        ):
+            # Fenced while the group revoked the lead: claim nothing in the rejoin.
+            self._leadership.disclaim()
+        self._stand_by()
+
+    def _stand_by(self) -> None:
         self.health.role = "standby"
+        self.health.detail = "standing by"
 
     async def _watch_broker(self, stop: asyncio.Event) -> None:
         """Keep `/readyz` honest: a replica that cannot reach Kafka is not ready."""
@@ -189,7 +219,12 @@ class Replica:
             await client.start()
             while not stop.is_set():
                 try:
-                    await asyncio.wait_for(client.list_topics(), 5.0)
+                    # Any broker answering Metadata will do (aiokafka tries each known broker).
+                    # `list_topics` asked one broker picked at random, so a cluster that had
+                    # lost one of three brokers was reported unreachable, and /readyz failed,
+                    # whenever the dead one was picked (tests/test_kafka_failures.py).
+                    if not await asyncio.wait_for(client._client.force_metadata_update(), 5.0):
+                        raise KafkaConnectionError("no broker answered a Metadata request")
                 except (KafkaError, TimeoutError) as exc:
                     self.health.broker_reachable = False
                     self.health.detail = f"cannot reach Kafka: {type(exc).__name__}"

@@ -11,6 +11,15 @@ Two delivery modes give the exactly-once promise:
 
 `auto` probes the broker (can it give this producer a transactional id?) and picks one; the
 choice is logged and exported as `pypi_bridge_delivery_mode`.
+
+A stale leader (paused past its group session, then resumed while a successor leads) is fenced
+by the broker in transactional mode: the successor's producer took over the transactional id, so
+whatever the stale one writes is aborted, and it gets `Fenced`. In high-water mode nothing on the
+broker stops it, so the sink fences itself: it checks the leader's lease on its group session
+(`leadership.Lease`) before every publish, before every batch it hands to the producer, and
+before every produce request leaves the producer (batches queued before a pause are caught
+there). Once the lease has run out, the sink sends nothing more for the rest of its term and
+raises `LeaseExpired`.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
@@ -35,9 +45,17 @@ from aiokafka.structs import RecordMetadata
 
 from bridge.checkpoint import Checkpoint, checkpoint_key, landed_serials, read_checkpoint
 from bridge.config import DeliveryMode, KafkaSettings, TopicSettings
-from bridge.errors import BrokerLacksFeature, Fenced
+from bridge.errors import BrokerLacksFeature, Fenced, LeaseExpired
 from bridge.events import Event
-from bridge.kafka import producer, unreachable
+from bridge.kafka import (
+    AUTHORIZATION_ERRORS,
+    bridge_prefixes,
+    failure,
+    producer,
+    refusal,
+    unreachable,
+)
+from bridge.leadership import Lease
 from bridge.metrics import Metrics
 from bridge.routing import Router, checkpoint_topic
 
@@ -46,6 +64,13 @@ log = logging.getLogger(__name__)
 Landed = tuple[str, int, int]
 # What a broker without transactions answers to InitProducerId.
 _NO_TRANSACTIONS = (UnknownError, UnsupportedVersionError)
+_PRODUCE_API = 0
+
+
+class _Withheld(KafkaError):  # type: ignore[misc]
+    """A produce request the lease check kept in the process; its batches fail with this."""
+
+    retriable = False
 
 
 class Sink:
@@ -61,6 +86,7 @@ class Sink:
         delivery: DeliveryMode,
         transactional_id: str,
         replica_id: str,
+        lease: Lease | None = None,
     ) -> None:
         self.kafka = kafka
         self.topics = topics
@@ -69,6 +95,10 @@ class Sink:
         self.requested = delivery
         self.transactional_id = transactional_id
         self.replica_id = replica_id
+        #: The leader's lease on its group session; None: no check (a sink outside a term).
+        self.lease = lease
+        #: Set once the lease ran out: from then on, nothing leaves this sink.
+        self._expired: LeaseExpired | None = None
         self.mode = ""
         self.checkpoint: Checkpoint | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -102,7 +132,7 @@ class Sink:
 
     async def _open_producer(self) -> str:
         if self.requested != "high-water":
-            candidate = producer(self.kafka, transactional_id=self.transactional_id)
+            candidate = self._guarded(producer(self.kafka, transactional_id=self.transactional_id))
             try:
                 await candidate.start()
             except _NO_TRANSACTIONS as exc:
@@ -118,9 +148,13 @@ class Sink:
                     "consumers should drop serials they already saw",
                     type(exc).__name__,
                 )
+            except AUTHORIZATION_ERRORS as exc:
+                await candidate.stop()
+                problem = "cannot open the producer"
+                raise await failure(self.kafka, exc, problem, "IdempotentWrite") from None
             except KafkaConnectionError as exc:
                 await candidate.stop()
-                raise unreachable(self.kafka, exc) from None
+                raise await refusal(self.kafka) or unreachable(self.kafka, exc) from None
             else:
                 self._producer = candidate
                 why = "forced" if self.requested == "transactional" else "the broker supports it"
@@ -132,14 +166,60 @@ class Sink:
                 return "transactional"
         else:
             log.info("delivery mode: high-water (forced by --delivery)")
-        plain = producer(self.kafka)
+        plain = self._guarded(producer(self.kafka))
         try:
             await plain.start()
         except KafkaConnectionError as exc:
             await plain.stop()
-            raise unreachable(self.kafka, exc) from None
+            raise await refusal(self.kafka) or unreachable(self.kafka, exc) from None
         self._producer = plain
         return "high-water"
+
+    # --- the lease check ------------------------------------------------------------------------
+
+    def check_lease(self) -> None:
+        """Raise `LeaseExpired` if the leader's session may have expired; for good, once so.
+
+        High-water mode only: with transactions the broker fences a stale leader, and a leader
+        that merely lost touch with the group coordinator for a while may carry on.
+        """
+        if (
+            self._expired is None
+            and self.lease is not None
+            and self.mode == "high-water"
+            and not self.lease.valid()
+        ):
+            self._expired = LeaseExpired(self.lease.age())
+        if self._expired is not None:
+            raise self._lease_error()
+
+    def _lease_error(self) -> LeaseExpired:
+        assert self._expired is not None
+        return LeaseExpired(self._expired.age)
+
+    def _guarded(self, candidate: AIOKafkaProducer) -> AIOKafkaProducer:
+        """Check the lease right before each produce request is written to the socket.
+
+        The producer's sender sends batches queued in its accumulator on its own, so the checks
+        in `publish` cannot catch a batch queued before a pause and sent after it. The check runs
+        once the connection is ready, so no await separates it from the write. A withheld
+        request fails its batches (the error is not retriable) and nothing is sent.
+        """
+        client: AIOKafkaClient = candidate.client
+        send = client.send
+        ready = client.ready
+
+        async def checked(node_id: int, request: object, **options: object) -> object:
+            if getattr(request, "API_KEY", None) == _PRODUCE_API:
+                await ready(node_id, **options)
+                try:
+                    self.check_lease()
+                except LeaseExpired as exc:
+                    raise _Withheld(str(exc)) from None
+            return await send(node_id, request, **options)
+
+        client.send = checked
+        return candidate
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -158,6 +238,7 @@ class Sink:
         """
         if self._producer is None:
             raise RuntimeError("Sink.publish before start")
+        self.check_lease()
         started = time.perf_counter()
         todo = [e for e in events if e.serial not in self._landed] if self._landed else events
         skipped = len(events) - len(todo)
@@ -175,11 +256,17 @@ class Sink:
                 metadata = await self._send_all(todo)
                 self._advance_offsets(metadata)
                 await self._send_checkpoint(self._with_offsets(checkpoint))
+        except _Withheld:
+            raise self._lease_error() from None
         except ProducerFenced:
             raise Fenced(
                 "another replica took over this transactional id (this one was fenced)",
-                "nothing to do: this replica stops writing and starts over only if it still leads",
+                "nothing to do: this replica stops writing and rejoins the leader group as a "
+                "standby",
             ) from None
+        except AUTHORIZATION_ERRORS as exc:
+            prefixes = bridge_prefixes(self.topics.prefix)
+            raise await failure(self.kafka, exc, "cannot publish", "Write", prefixes) from None
         except KafkaConnectionError as exc:
             raise unreachable(self.kafka, exc) from None
         if self.mode == "transactional":
@@ -239,12 +326,14 @@ class Sink:
                 if appended is not None:
                     continue
                 # Full: hand it over now, so that it travels while the rest is built.
+                self.check_lease()
                 future = await producer.send_batch(batch, topic, partition=partition)
                 sent.append((topic, partition, batch.record_count(), future))
             batch = filling[topic, partition] = producer.create_batch()
             # A new batch takes its first record whatever its size.
             batch.append(timestamp=None, key=record.key, value=record.value, headers=record.headers)
         for (topic, partition), batch in filling.items():
+            self.check_lease()
             future = await producer.send_batch(batch, topic, partition=partition)
             sent.append((topic, partition, batch.record_count(), future))
         acks = await asyncio.gather(*(future for *_, future in sent))

@@ -418,10 +418,17 @@ def start_kafka(
 
 
 def _random_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Never one that starts with "-", as Kafka's own `Uuid.randomUuid()` ensures: kafka-storage
+    would read it as an option and refuse to format (one start in 64 otherwise).
+    """
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        found = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not found.startswith("-"):
+            return found
 
 
 #: Every cluster started by this process, for the logs of a failed test.
