@@ -45,6 +45,7 @@ from tests.support import (
     start_simulator,
 )
 from tests.test_end_to_end import check_exactly_once
+from tests.test_faults import finish, wait_for_line
 
 pytestmark = pytest.mark.slow
 COMMIT_MARKER = 1
@@ -363,22 +364,6 @@ def check_read_committed(
     assert not leaked, f"{len(leaked)} records of aborted transactions were read, e.g. {leaked[:3]}"
     committed = {(r.topic, r.partition, r.offset) for r in log.committed(topics)}
     assert seen == committed, f"read_committed and the raw log differ: {len(seen ^ committed)}"
-
-
-async def wait_for_line(process: Process, text: str, within: float, after: int = 0) -> float:
-    """Wait until `text` appears in the process's log after offset `after`; returns the time."""
-    deadline = time.monotonic() + within
-    while text not in process.output()[after:]:
-        if process.popen.poll() is not None:
-            raise AssertionError(f"process exited early:\n{process.output()[-3000:]}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {text!r} within {within} s:\n{process.output()[-3000:]}")
-        await asyncio.sleep(0.05)
-    return time.monotonic()
-
-
-async def finish(process: Process, within: float) -> int:
-    return await asyncio.to_thread(process.wait, within)
 
 
 # --- the tests ----------------------------------------------------------------------------------
