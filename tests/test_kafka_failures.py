@@ -228,12 +228,17 @@ async def replica_counts(bootstrap: str, topics: list[str]) -> dict[str, set[int
     client = AIOKafkaClient(bootstrap_servers=bootstrap)
     await client.bootstrap()
     try:
-        metadata = await client.fetch_all_metadata()
-        counts: dict[str, set[int]] = {}
-        for topic in topics:
-            for partition in metadata._partitions.get(topic, {}).values():
-                counts.setdefault(topic, set()).add(len(partition.replicas))
-        return counts
+        # Topics created a moment ago reach every broker's metadata cache a little later.
+        deadline = time.monotonic() + 30
+        while True:
+            metadata = await client.fetch_all_metadata()
+            counts: dict[str, set[int]] = {}
+            for topic in topics:
+                for partition in metadata._partitions.get(topic, {}).values():
+                    counts.setdefault(topic, set()).add(len(partition.replicas))
+            if len(counts) == len(topics) or time.monotonic() > deadline:
+                return counts
+            await asyncio.sleep(0.3)
     finally:
         await client.close()
 
@@ -335,9 +340,13 @@ async def test_topics_are_created_with_the_replication_asked_and_two_replicas_in
     topics = [*event_topics(prefix), checkpoint_topic(prefix), leadership_topic(prefix)]
     assert await replica_counts(bootstrap, topics) == {topic: {3} for topic in topics}
     # In force through the brokers' default: acks=all then needs two copies of every write.
-    assert await topic_setting(bootstrap, topics, "min.insync.replicas") == dict.fromkeys(
-        topics, "2"
-    )
+    wanted = dict.fromkeys(topics, "2")
+    deadline = time.monotonic() + 30
+    while (found := await topic_setting(bootstrap, topics, "min.insync.replicas")) != wanted:
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.3)  # a broker that has not heard of a new topic yet
+    assert found == wanted
 
 
 async def test_killing_a_partition_leader_mid_transaction_loses_and_repeats_nothing(
