@@ -45,7 +45,7 @@ from tests.support import (
     start_simulator,
 )
 from tests.test_end_to_end import check_exactly_once
-from tests.test_faults import finish, wait_for_line
+from tests.test_faults import _first_leader, finish, wait_for_line
 
 pytestmark = pytest.mark.slow
 COMMIT_MARKER = 1
@@ -585,12 +585,3 @@ async def test_standby_takes_over_when_the_leader_goes_mid_backfill(
         f"takeover after the leader's {how.name} on Kafka {cluster.kafka.version} (6 s session)",
         f"{took_over - stopped_at:.1f} s to lead, {resumed - stopped_at:.1f} s to resume",
     )
-
-
-async def _first_leader(a: Process, b: Process) -> tuple[Process, Process]:
-    while True:
-        if LEADING in a.output():
-            return a, b
-        if LEADING in b.output():
-            return b, a
-        await asyncio.sleep(0.05)
