@@ -120,7 +120,8 @@ class Simulator:
 
 def start_simulator(log_dir: Path, *args: str) -> Simulator:
     log_path = log_dir / f"simulator-{time.monotonic_ns()}.log"
-    process = start(bridge_command("simulate", "--port", "0", *args), log_path)
+    # Without PyPI's 3,600-calls-an-hour limit unless the test asks for one (`--rate-limit N`).
+    process = start(bridge_command("simulate", "--port", "0", "--rate-limit", "0", *args), log_path)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         for line in process.output().splitlines():

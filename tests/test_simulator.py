@@ -670,7 +670,11 @@ def test_flags_and_variables_become_settings() -> None:
         parse(["--port", "0", "--faults", "503,reset"], {"PYPI_BRIDGE_SEED": "5"})
     )
     assert (settings.port, settings.seed, settings.faults) == (0, 5, ("503", "reset"))
-    assert (settings.page_size, settings.rate_limit) == (50_000, 0)
+    assert (settings.page_size, settings.rate_limit, settings.rate_limit_window) == (
+        50_000,
+        3_600,
+        3_600.0,
+    )
 
 
 def test_stop_after_rows_below_the_prefill_is_refused() -> None:

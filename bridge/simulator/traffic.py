@@ -1,184 +1,20 @@
-"""The PyPI journal simulator behind `pypi-bridge simulate`.
+"""The traffic model: a seeded world of projects, users and teams writing PyPI-like transactions.
 
-An aiohttp server speaking PyPI's XML-RPC mirroring protocol on `/pypi` exactly as JOURNAL.md
-describes it (methods, row shape, silent page cap, faults, per-IP moving-window rate limit), fed
-by `Journal`: a seeded generator of realistic journal traffic whose texts follow the era of the
-serial (legacy PyPI before ~3.7 million, Warehouse after, with the texts each period wrote).
-
-Rows are rendered to their XML-RPC bytes once, when generated, and kept back to back in one
-buffer, so a 50,000-row page is a single slice of it: benchmarks read pages as fast as the bridge
-can ask. Tests and demos steer the server through small JSON endpoints under `/_sim/`.
+Texts follow the era of the serial (legacy PyPI before ~3.7 million, Warehouse after, with the
+texts each period wrote), serials and timestamps follow JOURNAL.md's volume figures, and the
+journal's oddities appear at their rates: bursts of one-second uploads, backwards timestamps,
+serial gaps, `&#NNN;` escapes, free-text upload labels with spaces, legacy file rows without a
+version, team names holding ` file ` or ` to `. `Traffic.transaction()` hands out one
+transaction's rows at a time; the journal stores them.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import bisect
-import contextlib
 import datetime
-import itertools
-import logging
-import math
 import random
 import re
-import socket
-import struct
-import time
-import xmlrpc.client
-from array import array
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any
-from xml.parsers.expat import ExpatError
-
-from aiohttp import web
-
-from bridge.config import (
-    Flag,
-    non_negative_float,
-    non_negative_int,
-    port,
-    positive_float,
-    positive_int,
-)
-from bridge.errors import BridgeError, ConfigError
-
-log = logging.getLogger(__name__)
-
-#: A journal row as PyPI returns it: name, version, timestamp, action, serial.
-Row = tuple[str, str | None, int, str, int]
-
-FAULT_KINDS = ("502", "503", "timeout", "truncate", "malformed", "reset")
-#: Kinds `POST /_sim/faults` accepts on top of `FAULT_KINDS`.
-CONTROL_FAULT_KINDS = (*FAULT_KINDS, "throttle", "fault")
-XMLRPC_PATH = "/pypi"
-
-
-# --- flags and settings ----------------------------------------------------------------------
-
-
-def probability(text: str) -> float:
-    """A probability from 0 to 1."""
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError("expected a probability from 0 to 1")
-    return value
-
-
-def fault_kinds(text: str) -> tuple[str, ...]:
-    """A comma-separated list of fault kinds (see `FAULT_KINDS`)."""
-    kinds = tuple(part.strip().lower() for part in text.split(",") if part.strip())
-    unknown = [kind for kind in kinds if kind not in FAULT_KINDS]
-    if unknown or not kinds:
-        raise ValueError(f"expected a comma list of {', '.join(FAULT_KINDS)}")
-    return kinds
-
-
-def _serial(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 2**31 - 1:
-        raise ValueError("expected a serial from 1 to 2147483647 (32-bit on the wire)")
-    return value
-
-
-SIMULATE_FLAGS = (
-    Flag("host", str, "127.0.0.1", "address the simulator listens on"),
-    Flag("port", port, 8800, "port the simulator listens on (0 picks a free one)"),
-    Flag("seed", int, 0, "seed of the generated traffic (same seed, same journal)"),
-    Flag("prefill", non_negative_int, 0, "journal rows generated before serving"),
-    Flag(
-        "first-serial",
-        _serial,
-        40_000_000,
-        "serial of the first row; it sets the era (below ~3.7 million: legacy PyPI's texts)",
-    ),
-    Flag(
-        "rate",
-        non_negative_float,
-        0.25,
-        "live rows per second appended while serving, in bursts (0.25 is PyPI's ~20k a day)",
-    ),
-    Flag("page-size", positive_int, 50_000, "most rows one changelog_since_serial returns"),
-    Flag("rate-limit", non_negative_int, 0, "calls allowed per window and client IP (0: off)"),
-    Flag("rate-limit-window", positive_float, 60.0, "seconds of the moving rate-limit window"),
-    Flag("fault-rate", probability, 0.0, "probability that a call fails (kinds from --faults)"),
-    Flag("faults", fault_kinds, FAULT_KINDS, "comma list of fault kinds --fault-rate draws from"),
-    Flag("latency", non_negative_float, 0.0, "seconds added to every call"),
-    Flag(
-        "stop-after-rows",
-        non_negative_int,
-        None,
-        "stop appending live rows once the journal holds this many",
-    ),
-    Flag(
-        "unknown-rate",
-        probability,
-        0.001,
-        "share of generated transactions with an action text no catalog knows",
-    ),
-    Flag(
-        "hang",
-        positive_float,
-        300.0,
-        "seconds a 'timeout' fault holds a call before dropping the connection",
-    ),
-)
-
-
-@dataclass(frozen=True)
-class SimulatorSettings:
-    """Everything `pypi-bridge simulate` needs, validated together."""
-
-    host: str = "127.0.0.1"
-    port: int = 8800
-    seed: int = 0
-    prefill: int = 0
-    first_serial: int = 40_000_000
-    rate: float = 0.25
-    page_size: int = 50_000
-    rate_limit: int = 0
-    rate_limit_window: float = 60.0
-    fault_rate: float = 0.0
-    faults: tuple[str, ...] = FAULT_KINDS
-    latency: float = 0.0
-    stop_after_rows: int | None = None
-    unknown_rate: float = 0.001
-    hang: float = 300.0
-
-    def new_journal(self) -> Journal:
-        """An empty journal generating this configuration's traffic."""
-        return Journal(
-            seed=self.seed, first_serial=self.first_serial, unknown_rate=self.unknown_rate
-        )
-
-
-def simulator_settings(ns: argparse.Namespace) -> SimulatorSettings:
-    """The validated settings of `pypi-bridge simulate`, from flags parsed with SIMULATE_FLAGS."""
-    if ns.stop_after_rows is not None and ns.stop_after_rows < ns.prefill:
-        raise ConfigError(
-            f"--stop-after-rows {ns.stop_after_rows} is below --prefill {ns.prefill}",
-            "give a row count at or above the prefill",
-        )
-    return SimulatorSettings(
-        host=ns.host,
-        port=ns.port,
-        seed=ns.seed,
-        prefill=ns.prefill,
-        first_serial=ns.first_serial,
-        rate=ns.rate,
-        page_size=ns.page_size,
-        rate_limit=ns.rate_limit,
-        rate_limit_window=ns.rate_limit_window,
-        fault_rate=ns.fault_rate,
-        faults=tuple(ns.faults),
-        latency=ns.latency,
-        stop_after_rows=ns.stop_after_rows,
-        unknown_rate=ns.unknown_rate,
-        hang=ns.hang,
-    )
-
+from collections.abc import Callable
 
 # --- eras: serial -> time, from JOURNAL.md's volume figures ----------------------------------
 
@@ -224,6 +60,9 @@ _ALTERNATE_ADD_END = era_serial(_utc("2024-10-01"))
 _ALTERNATE_DELETE_END = era_serial(_utc("2024-12-01"))
 _RETIRED_END = era_serial(_utc("2024-09-01"))  # docdestroy, nuke user
 _RELEASE_QUARANTINE_FROM = era_serial(_utc("2026-01-01"))
+# Legacy PyPI wrote file rows without the release's version from March 2005 to July 2007.
+_NIL_FILE_VERSION_FROM = era_serial(_utc("2005-03-01"))
+_NIL_FILE_VERSION_END = era_serial(_utc("2007-08-01"))
 _ERA_BOUNDARIES = sorted(
     {
         LEGACY_END,
@@ -260,9 +99,9 @@ _TEAMS = (
     "Release Managers",
     "Data Platform",
     "ML Infra Team",
-    "Docs and Tooling",
+    "core file team",  # team names may hold " file " and " to ": parsers split on the last
     "Open Source Office",
-    "Build Infra",
+    "ops to infra team",
     "Équipe Sécurité",
     "Café Devs",
     "東京 Python",
@@ -290,6 +129,9 @@ _LEGACY_FIELDS = (
     "maintainer",
 )
 _UNKNOWN_ACTIONS = ("frobnicate", "frobnicate widgets", "transmogrify release")
+#: Upload labels are free text from the client: now and then one with spaces (even " file ").
+_SPACED_LABELS = ("Python 3.11", "py3 none any", "CPython 3.12", "3.x and later", "any file")
+_SPACED_LABEL_RATE = 0.01
 
 
 def _ncr(text: str) -> str:
@@ -356,16 +198,25 @@ class _Project:
 
 # A row before it has a serial: name, version, action, listing key set, listing key deleted.
 _Spec = tuple[str, str | None, str, str | None, str | None]
-# A row waiting to be appended: name, version, timestamp, action, serial, set key, deleted key.
-_Pending = tuple[str, str | None, int, str, int, str | None, str | None]
+#: A generated row on its way to the journal: name, version, timestamp, action, serial, and the
+#: project listing key it sets and the one it deletes (list_packages_with_serial).
+PendingRow = tuple[str, str | None, int, str, int, str | None, str | None]
 _Handler = Callable[["_World", int], list[_Spec] | None]
+
+
+def _file_version(serial: int, version: str) -> str | None:
+    """The version a file row carries: none in legacy PyPI's 2005 to 2007 rows."""
+    return None if _NIL_FILE_VERSION_FROM <= serial < _NIL_FILE_VERSION_END else version
 
 
 class _World:
     """Projects, users and teams, and one handler per kind of transaction PyPI writes."""
 
-    def __init__(self, rng: random.Random, first_serial: int) -> None:
+    def __init__(self, rng: random.Random, facts: random.Random, first_serial: int) -> None:
         self.rng = rng
+        # Draws for the rarer facts come from their own stream, so that adding one leaves every
+        # other row of a seed's journal as it was.
+        self.facts = facts
         self.projects: list[_Project] = []
         self.taken: set[str] = set()
         self.quarantined: list[_Project] = []
@@ -483,6 +334,19 @@ class _World:
 
     def _files(self, project: _Project, version: str, serial: int) -> list[tuple[str, str]]:
         """(python_version, filename) of one release's uploads, in the style of its era."""
+        return self._labelled(self._era_files(project, version, serial))
+
+    def _labelled(self, files: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The same files, a few of them with a free-text label holding spaces."""
+        facts = self.facts
+        labelled = []
+        for py, filename in files:
+            if py != "source" and facts.random() < _SPACED_LABEL_RATE:
+                py = facts.choice(_SPACED_LABELS)
+            labelled.append((py, filename))
+        return labelled
+
+    def _era_files(self, project: _Project, version: str, serial: int) -> list[tuple[str, str]]:
         rng = self.rng
         if serial < LEGACY_END:
             name = project.display
@@ -534,7 +398,8 @@ class _World:
             self.later.append(project)
         project.files = [(version, filename) for _, filename in files]
         rows: list[_Spec] = [(name, version, "new release", key, None)]
-        rows += [(name, version, f"add {py} file {fn}", key, None) for py, fn in files]
+        at = _file_version(serial, version)
+        rows += [(name, at, f"add {py} file {fn}", key, None) for py, fn in files]
         return rows
 
     def _who(self, serial: int, members: dict[str, str]) -> str:
@@ -587,7 +452,8 @@ class _World:
             if not project.later:
                 later.pop(i)
             project.files.append((version, filename))
-            return [(project.display, version, f"add {py} file {filename}", project.key, None)]
+            at = _file_version(serial, version)
+            return [(project.display, at, f"add {py} file {filename}", project.key, None)]
         return self.release(serial)
 
     def remove_file(self, serial: int) -> list[_Spec] | None:
@@ -861,147 +727,33 @@ class _World:
         return [c / total for c in cumulative], [handler for _, handler in weighted]
 
 
-# --- the journal -----------------------------------------------------------------------------
-
-_NIL = "<value><nil/></value>\n"
-#: Rows rendered per batch by `append` (bounds the transient strings of a large prefill).
-_STORE_CHUNK = 20_000
-_ROW_RE = re.compile(
-    rb"<value><array><data>\n<value><string>(.*?)</string></value>\n"
-    rb"(?:<value><string>(.*?)</string></value>|<value><nil/></value>)\n"
-    rb"<value><int>(-?\d+)</int></value>\n<value><string>(.*?)</string></value>\n"
-    rb"<value><int>(\d+)</int></value>\n</data></array></value>\n",
-    re.S,
-)
+# --- transactions in serial order ------------------------------------------------------------
 
 
-def _escape(text: str) -> str:
-    if "&" in text or "<" in text or ">" in text:
-        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text
+class Traffic:
+    """The seeded stream of transactions: each one's rows with their serials and timestamps.
 
-
-def _unescape(raw: bytes) -> str:
-    return raw.decode("ascii").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-
-
-class Journal:
-    """A seeded, append-only journal: generates PyPI-like rows and stores them compactly.
-
-    Each row is kept only as its XML-RPC `<value>` bytes, back to back in one buffer, with the
-    serials and end offsets in arrays; `page()` is therefore one slice, and `since()` decodes.
-    The same seed, first serial and unknown rate always give the same rows, however `append`
-    calls are split.
+    The same seed, first serial and unknown rate always give the same transactions.
     """
 
-    def __init__(
-        self, seed: int = 0, first_serial: int = 40_000_000, unknown_rate: float = 0.001
-    ) -> None:
+    def __init__(self, seed: int, first_serial: int, unknown_rate: float) -> None:
         self._rng = random.Random(seed)
-        self._world = _World(self._rng, first_serial)
+        self._world = _World(self._rng, random.Random(f"facts-{seed}"), first_serial)
         self._unknown_rate = unknown_rate
-        self._data = bytearray()
-        self._serials = array("q")
-        #: When each row became visible (POSIX seconds), for freshness measurements.
-        self._visible_at = array("d")
-        self._ends = array("q", [0])
-        self._pending: deque[_Pending] = deque()
         self._next_serial = first_serial
         self._last_timestamp = era_timestamp(first_serial)
         self._era_end = -1
         self._era_start = 0
         self._cumulative: list[float] = []
         self._handlers: list[_Handler] = []
-        # Project key -> (display name, last serial): what list_packages_with_serial reports.
-        self._listing: dict[str, tuple[str, int]] = {}
+        #: (listing key, display name, last serial) of the projects older than the first row.
+        self.preexisting: list[tuple[str, str, int]] = []
         for project in self._world.preexisting:
             before = self._rng.randint(max(1, first_serial - 2_000_000), max(1, first_serial - 1))
-            self._listing[project.key] = (project.display, before)
+            self.preexisting.append((project.key, project.display, before))
 
-    # ---- reading
-
-    @property
-    def rows(self) -> int:
-        """How many rows the journal holds."""
-        return len(self._serials)
-
-    @property
-    def last_serial(self) -> int | None:
-        """The newest serial, or None while the journal is empty."""
-        return self._serials[-1] if self._serials else None
-
-    def _index_after(self, serial: int) -> int:
-        return bisect.bisect_right(self._serials, serial)
-
-    def page(self, serial: int, limit: int, prefix: bytes = b"", suffix: bytes = b"") -> bytes:
-        """The XML-RPC `<value>`s of at most `limit` rows with a serial above `serial`.
-
-        `prefix` and `suffix` are joined on in the same copy, so a response costs one copy.
-        """
-        start = self._index_after(serial)
-        stop = min(start + limit, len(self._serials))
-        with memoryview(self._data) as data:
-            return b"".join((prefix, data[self._ends[start] : self._ends[stop]], suffix))
-
-    def since(self, serial: int, limit: int) -> list[Row]:
-        """At most `limit` rows with a serial above `serial`, ascending (what PyPI returns)."""
-        return list(self._decode(self.page(serial, limit)))
-
-    def all_rows(self) -> Iterator[Row]:
-        """Every row, ascending by serial."""
-        step = 50_000
-        for start in range(0, len(self._serials), step):
-            stop = min(start + step, len(self._serials))
-            yield from self._decode(self._data[self._ends[start] : self._ends[stop]])
-
-    @staticmethod
-    def _decode(data: bytes | bytearray) -> Iterator[Row]:
-        for match in _ROW_RE.finditer(data):
-            name, version, timestamp, action, serial = match.groups()
-            yield (
-                _unescape(name),
-                None if version is None else _unescape(version),
-                int(timestamp),
-                _unescape(action),
-                int(serial),
-            )
-
-    def visible_since(self, serial: int) -> list[tuple[int, float]]:
-        """(serial, POSIX time it became visible) of every row with a serial above `serial`."""
-        start = self._index_after(serial)
-        return list(zip(self._serials[start:], self._visible_at[start:], strict=True))
-
-    def packages(self) -> dict[str, int]:
-        """Each existing project's display name and last serial (list_packages_with_serial)."""
-        return dict(self._listing.values())
-
-    # ---- writing
-
-    def append(self, n: int) -> int:
-        """Append exactly `n` rows (a transaction may be split across calls); returns `n`."""
-        pending = self._pending
-        added = 0
-        while added < n:
-            while len(pending) < min(n - added, _STORE_CHUNK):
-                self._generate()
-            take = min(n - added, _STORE_CHUNK)
-            self._store([pending.popleft() for _ in range(take)])
-            added += take
-        return added
-
-    def append_burst(self, limit: int | None = None) -> int:
-        """Append the rest of the current transaction, or the next one; at most `limit` rows."""
-        if limit is not None and limit <= 0:
-            return 0
-        if not self._pending:
-            self._generate()
-        pending = self._pending
-        take = len(pending) if limit is None else min(limit, len(pending))
-        self._store([pending.popleft() for _ in range(take)])
-        return take
-
-    def _generate(self) -> None:
-        """Queue the rows of one more transaction, with their serials and timestamp."""
+    def transaction(self) -> list[PendingRow]:
+        """The rows of the next transaction, in serial order."""
         rng = self._rng
         world = self._world
         serial = self._next_serial
@@ -1022,480 +774,14 @@ class Journal:
             timestamp = self._last_timestamp - rng.randint(1, 3)
         elif timestamp < self._last_timestamp:
             timestamp = self._last_timestamp
-        pending = self._pending
+        rows: list[PendingRow] = []
         random_ = rng.random
         for i, (name, version, action, set_key, del_key) in enumerate(specs):
             # A long upload (dozens of wheels) spans a few seconds.
             row_time = timestamp + i // 12
-            pending.append((name, version, row_time, action, serial, set_key, del_key))
+            rows.append((name, version, row_time, action, serial, set_key, del_key))
             serial += 1 if random_() < 0.97 else rng.randint(2, 3)
         self._last_timestamp = max(self._last_timestamp, timestamp + (len(specs) - 1) // 12)
         roll = random_()
         self._next_serial = serial + (0 if roll < 0.9 else rng.randint(1, 3 if roll < 0.99 else 40))
-
-    def _store(self, rows: Sequence[_Pending]) -> None:
-        parts: list[str] = []
-        add = parts.append
-        listing = self._listing
-        # Names and versions are generated from [A-Za-z0-9._:-] only; actions may hold `&#NNN;`.
-        for name, version, timestamp, action, serial, set_key, del_key in rows:
-            if "&" in action:
-                action = _escape(action)
-            if version is None:
-                add(
-                    f"<value><array><data>\n<value><string>{name}</string></value>\n{_NIL}"
-                    f"<value><int>{timestamp}</int></value>\n<value><string>{action}"
-                    f"</string></value>\n<value><int>{serial}</int></value>\n"
-                    "</data></array></value>\n"
-                )
-            else:
-                add(
-                    f"<value><array><data>\n<value><string>{name}</string></value>\n"
-                    f"<value><string>{version}</string></value>\n"
-                    f"<value><int>{timestamp}</int></value>\n<value><string>{action}"
-                    f"</string></value>\n<value><int>{serial}</int></value>\n"
-                    "</data></array></value>\n"
-                )
-            if del_key is not None:
-                listing.pop(del_key, None)
-            if set_key is not None:
-                listing[set_key] = (name, serial)
-        self._serials.extend([row[4] for row in rows])
-        self._visible_at.extend(itertools.repeat(time.time(), len(rows)))
-        ends = self._ends
-        ends.extend(
-            itertools.islice(itertools.accumulate(map(len, parts), initial=ends[-1]), 1, None)
-        )
-        # ASCII only (non-ASCII was written as &#NNN;), so str length is byte length.
-        self._data += "".join(parts).encode("ascii")
-
-
-# --- XML-RPC encoding ------------------------------------------------------------------------
-
-_RESPONSE_HEAD = b"<?xml version='1.0'?>\n<methodResponse>\n<params>\n<param>\n"
-_RESPONSE_TAIL = b"</param>\n</params>\n</methodResponse>\n"
-_XML_TYPE = "text/xml; charset=utf-8"
-# What xmlrpc.client.loads raises on a body that is not an XML-RPC call.
-_UNPARSABLE = (ExpatError, xmlrpc.client.ResponseError, ValueError, TypeError, KeyError, IndexError)
-
-
-def _response_body(value: bytes | str) -> bytes:
-    if isinstance(value, str):
-        value = value.encode("utf-8")
-    return b"".join((_RESPONSE_HEAD, value, _RESPONSE_TAIL))
-
-
-_ROWS_HEAD = _RESPONSE_HEAD + b"<value><array><data>\n"
-_ROWS_TAIL = b"</data></array></value>\n" + _RESPONSE_TAIL
-
-
-def _fault_body(code: int, message: str) -> bytes:
-    return (
-        "<?xml version='1.0'?>\n<methodResponse>\n<fault>\n<value><struct>\n<member>\n"
-        f"<name>faultCode</name>\n<value><int>{code}</int></value>\n</member>\n<member>\n"
-        f"<name>faultString</name>\n<value><string>{_escape(message)}</string></value>\n"
-        "</member>\n</struct></value>\n</fault>\n</methodResponse>\n"
-    ).encode()
-
-
-def _struct_body(members: dict[str, int]) -> bytes:
-    parts = ["<value><struct>\n"]
-    for name, serial in members.items():
-        parts.append(
-            f"<member>\n<name>{_escape(name)}</name>\n<value><int>{serial}</int></value>\n"
-            "</member>\n"
-        )
-    parts.append("</struct></value>\n")
-    return _response_body("".join(parts))
-
-
-class _Fault(BridgeError):
-    """Answer the call with an XML-RPC fault (internal control flow, never leaves the module)."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-# --- the server ------------------------------------------------------------------------------
-
-
-class _MovingWindow:
-    """Per-client moving-window limiter; refused calls do not use up the window."""
-
-    def __init__(self, limit: int, window: float) -> None:
-        self.limit = limit
-        self.window = window
-        self._hits: dict[str, deque[float]] = {}
-
-    def hit(self, client: str) -> tuple[bool, int, int]:
-        """(allowed, calls remaining, whole seconds until the oldest call leaves the window)."""
-        now = time.monotonic()
-        hits = self._hits.setdefault(client, deque())
-        while hits and hits[0] <= now - self.window:
-            hits.popleft()
-        allowed = len(hits) < self.limit
-        if allowed:
-            hits.append(now)
-        reset = max(1, math.ceil(hits[0] + self.window - now))
-        return allowed, self.limit - len(hits), reset
-
-
-@dataclass(frozen=True)
-class _Injected:
-    kind: str
-    retry_after: int = 1
-    code: int = -32500
-    message: str = "RuntimeError: simulated failure"
-
-
-_THROTTLE_TEXT = (
-    "HTTPTooManyRequests: The action could not be performed because there were too many "
-    "requests by the client. Limit may reset in {} seconds."
-)
-_HTML_ERRORS = {
-    "502": (502, "Bad Gateway"),
-    "503": (503, "Service Unavailable"),
-}
-
-
-class _Simulator:
-    """The running server's state: journal, limiter, counters, queued faults, live rate."""
-
-    def __init__(self, settings: SimulatorSettings, journal: Journal) -> None:
-        self.settings = settings
-        self.journal = journal
-        self.limiter = (
-            _MovingWindow(settings.rate_limit, settings.rate_limit_window)
-            if settings.rate_limit
-            else None
-        )
-        self.rate = settings.rate
-        self.rate_changed = asyncio.Event()
-        self.calls = 0
-        self.throttled = 0
-        self.faults: dict[str, int] = {}
-        self.queued: deque[_Injected] = deque()
-        self._chaos = random.Random(f"faults-{settings.seed}")
-        self._timing = random.Random(f"timing-{settings.seed}")
-
-    # ---- XML-RPC
-
-    async def xmlrpc(self, request: web.Request) -> web.StreamResponse:
-        self.calls += 1
-        body = await request.read()
-        if self.settings.latency:
-            await asyncio.sleep(self.settings.latency)
-        headers: dict[str, str] = {}
-        if self.queued:
-            return await self._inject(request, self.queued.popleft(), headers)
-        if self.limiter is not None:
-            allowed, remaining, reset = self.limiter.hit(request.remote or "")
-            name = '"pypi-xmlrpc"'
-            window = math.ceil(self.limiter.window)
-            headers["RateLimit-Policy"] = f"{name};q={self.limiter.limit};w={window}"
-            headers["RateLimit"] = f"{name};r={remaining};t={reset}"
-            if not allowed:
-                return self._throttle(reset, headers)
-        if self.settings.fault_rate and self._chaos.random() < self.settings.fault_rate:
-            kind = self._chaos.choice(self.settings.faults)
-            return await self._inject(request, _Injected(kind), headers)
-        try:
-            answer = self._call(request, body)
-        except _Fault as fault:
-            answer = _fault_body(fault.code, fault.message)
-        return web.Response(body=answer, headers=headers, content_type="text/xml", charset="utf-8")
-
-    def _call(self, request: web.Request, body: bytes) -> bytes:
-        if request.method != "POST" or request.content_type != "text/xml":
-            raise _Fault(-32500, "application error")
-        if b"<!DOCTYPE" in body.upper():
-            # Entity tricks have no place in XML-RPC; refuse them before the parser sees them.
-            raise _Fault(-32700, "parse error. not well formed")
-        try:
-            # Requests come from test and demo clients; DOCTYPEs were refused above.
-            params, method = xmlrpc.client.loads(body)
-        except _UNPARSABLE as exc:
-            raise _Fault(-32700, "parse error. not well formed") from exc
-        if method is None:
-            raise _Fault(-32700, "parse error. not well formed")
-        journal = self.journal
-        if method == "changelog_last_serial":
-            _no_arguments(params)
-            last = journal.last_serial
-            return _response_body(_NIL if last is None else f"<value><int>{last}</int></value>\n")
-        if method == "changelog_since_serial":
-            if len(params) != 1:
-                problem = "Missing required argument" if not params else "Unexpected argument"
-                raise _Fault(-32602, f"client error; serial: {problem}")
-            serial = params[0]
-            if not isinstance(serial, int) or isinstance(serial, bool):
-                raise _Fault(-32602, "client error; serial: Input should be a valid integer")
-            return journal.page(serial, self.settings.page_size, _ROWS_HEAD, _ROWS_TAIL)
-        if method == "list_packages_with_serial":
-            _no_arguments(params)
-            return _struct_body(journal.packages())
-        raise _Fault(-32601, "server error; requested method not found")
-
-    def _throttle(self, retry_after: int, headers: dict[str, str]) -> web.Response:
-        self.throttled += 1
-        body = _fault_body(-32500, _THROTTLE_TEXT.format(max(1, retry_after)))
-        return web.Response(body=body, headers=headers, content_type="text/xml", charset="utf-8")
-
-    async def _inject(
-        self, request: web.Request, fault: _Injected, headers: dict[str, str]
-    ) -> web.StreamResponse:
-        kind = fault.kind
-        self.faults[kind] = self.faults.get(kind, 0) + 1
-        log.debug("injecting fault %s", kind)
-        if kind == "throttle":
-            headers.setdefault("RateLimit", f'"pypi-xmlrpc";r=0;t={fault.retry_after}')
-            return self._throttle(fault.retry_after, headers)
-        if kind == "fault":
-            body = _fault_body(fault.code, fault.message)
-            return web.Response(body=body, content_type="text/xml", charset="utf-8")
-        if kind in _HTML_ERRORS:
-            status, reason = _HTML_ERRORS[kind]
-            page = (
-                f"<html><head><title>{status} {reason}</title></head><body>"
-                f"<h1>Error {status} {reason}</h1><p>{reason}</p><hr>"
-                "<p>pypi-bridge simulator cache server</p></body></html>\n"
-            )
-            return web.Response(status=status, text=page, content_type="text/html")
-        if kind == "malformed":
-            garbage = b"<?xml version='1.0'?>\n<methodResponse>\n<params>\n<par\xff\xfe\x00am><v"
-            return web.Response(body=garbage, content_type="text/xml", charset="utf-8")
-        if kind == "truncate":
-            full = self.journal.page(-1, min(self.settings.page_size, 200), _ROWS_HEAD, _ROWS_TAIL)
-            response = web.StreamResponse(headers={"Content-Type": _XML_TYPE})
-            response.content_length = len(full)
-            await response.prepare(request)
-            await response.write(full[: len(full) // 2])
-            _drop(request, reset=False)
-            return response
-        if kind == "timeout":
-            await asyncio.sleep(self.settings.hang)
-        _drop(request, reset=True)
-        return web.Response()
-
-    # ---- control API
-
-    async def state(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {
-                "last_serial": self.journal.last_serial,
-                "rows": self.journal.rows,
-                "calls": self.calls,
-                "throttled": self.throttled,
-                "faults": self.faults,
-                "pending_faults": len(self.queued),
-                "rate": self.rate,
-                "page_size": self.settings.page_size,
-                "projects": len(self.journal.packages()),
-            }
-        )
-
-    async def visibility(self, request: web.Request) -> web.Response:
-        try:
-            after = int(request.query.get("after", "0"))
-        except ValueError:
-            raise _bad_request("after must be a serial") from None
-        return web.json_response({"rows": self.journal.visible_since(after)})
-
-    async def add_faults(self, request: web.Request) -> web.Response:
-        payload = await _json_object(request)
-        kind = str(payload.get("kind", ""))
-        if kind not in CONTROL_FAULT_KINDS:
-            raise _bad_request(f"kind must be one of {', '.join(CONTROL_FAULT_KINDS)}")
-        count = _number(payload, "count", 1, int)
-        fault = _Injected(
-            kind,
-            retry_after=_number(payload, "retry_after", 1, int),
-            code=_number(payload, "code", -32500, int),
-            message=str(payload.get("message", "RuntimeError: simulated failure")),
-        )
-        self.queued.extend([fault] * count)
-        return web.json_response({"pending_faults": len(self.queued)})
-
-    async def append(self, request: web.Request) -> web.Response:
-        payload = await _json_object(request)
-        added = self.journal.append(_number(payload, "rows", 1, int))
-        return web.json_response({"added": added, "last_serial": self.journal.last_serial})
-
-    async def set_rate(self, request: web.Request) -> web.Response:
-        payload = await _json_object(request)
-        rate = _number(payload, "rate", None, float)
-        if rate is None or rate < 0:
-            raise _bad_request("rate must be a number of rows per second, 0 or more")
-        self.rate = rate
-        self.rate_changed.set()
-        return web.json_response({"rate": self.rate})
-
-    # ---- live traffic
-
-    async def live(self) -> None:
-        """Append transactions at `rate` rows per second on average, each one a burst."""
-        stop = self.settings.stop_after_rows
-        burst = 1
-        while True:
-            self.rate_changed.clear()
-            if self.rate <= 0 or (stop is not None and self.journal.rows >= stop):
-                await self.rate_changed.wait()
-                continue
-            # Poisson arrivals of transactions: the mean gap keeps the mean row rate.
-            delay = burst / self.rate * self._timing.expovariate(1.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.rate_changed.wait(), delay)
-            if self.rate_changed.is_set():
-                continue  # start over at the new rate
-            remaining = None if stop is None else stop - self.journal.rows
-            burst = max(1, self.journal.append_burst(remaining))
-
-
-def _no_arguments(params: tuple[Any, ...]) -> None:
-    if params:
-        raise _Fault(-32602, "client error; this method takes no arguments")
-
-
-def _drop(request: web.Request, *, reset: bool) -> None:
-    """Close the client's connection now: after what was written, or at once with a TCP RST."""
-    transport = request.transport
-    if transport is None:
-        return
-    if reset:
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
-    else:
-        transport.close()
-
-
-def _bad_request(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=message + "\n")
-
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    try:
-        payload = await request.json() if request.can_read_body else {}
-    except ValueError:
-        raise _bad_request("the body must be a JSON object") from None
-    if not isinstance(payload, dict):
-        raise _bad_request("the body must be a JSON object")
-    return payload
-
-
-def _number(payload: dict[str, Any], key: str, default: Any, kind: type[Any]) -> Any:
-    value = payload.get(key, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _bad_request(f"{key} must be a number")
-    if kind is int and value != int(value):
-        raise _bad_request(f"{key} must be a whole number")
-    return kind(value)
-
-
-SIMULATOR = web.AppKey("simulator", _Simulator)
-
-
-def prefilled_journal(settings: SimulatorSettings) -> Journal:
-    """A new journal holding `settings.prefill` rows (a million take a few seconds)."""
-    journal = settings.new_journal()
-    started = time.perf_counter()
-    journal.append(settings.prefill)
-    if settings.prefill:
-        log.info(
-            "prefilled %d rows (serials %s to %s) in %.1f s",
-            journal.rows,
-            settings.first_serial,
-            journal.last_serial,
-            time.perf_counter() - started,
-        )
-    return journal
-
-
-def simulator_app(settings: SimulatorSettings, journal: Journal | None = None) -> web.Application:
-    """The simulator as an aiohttp application; prefills a new journal if none is given.
-
-    Serves XML-RPC on `/pypi` and the JSON control API under `/_sim/`, and appends live rows
-    at `settings.rate` while it runs.
-    """
-    if journal is None:
-        journal = prefilled_journal(settings)
-    simulator = _Simulator(settings, journal)
-    app = web.Application()
-    app[SIMULATOR] = simulator
-    app.router.add_route("*", XMLRPC_PATH, simulator.xmlrpc)
-    app.router.add_get("/_sim/state", simulator.state)
-    app.router.add_get("/_sim/visibility", simulator.visibility)
-    app.router.add_post("/_sim/faults", simulator.add_faults)
-    app.router.add_post("/_sim/append", simulator.append)
-    app.router.add_post("/_sim/rate", simulator.set_rate)
-
-    async def live_rows(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(simulator.live())
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    app.cleanup_ctx.append(live_rows)
-    return app
-
-
-@dataclass(frozen=True)
-class RunningSimulator:
-    """A simulator serving on a real socket."""
-
-    url: str
-    journal: Journal
-    app: web.Application
-
-
-@contextlib.asynccontextmanager
-async def running_simulator(
-    settings: SimulatorSettings, journal: Journal | None = None
-) -> AsyncIterator[RunningSimulator]:
-    """Serve the simulator on `settings.host`/`port` until the block exits."""
-    if journal is None:
-        # In a thread: whatever else shares this event loop keeps running during a long prefill.
-        journal = await asyncio.to_thread(prefilled_journal, settings)
-    app = simulator_app(settings, journal)
-    # Cancel a handler whose client went away (a hung 'timeout' call must not outlive it),
-    # and do not wait long for calls in flight at shutdown.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
-        bound = runner.addresses[0]
-        host = settings.host
-        if host in ("0.0.0.0", ""):  # noqa: S104 - mapping a wildcard to a reachable address
-            host = "127.0.0.1"
-        elif host == "::":
-            host = "::1"
-        if ":" in host:
-            host = f"[{host}]"
-        yield RunningSimulator(
-            f"http://{host}:{bound[1]}{XMLRPC_PATH}", app[SIMULATOR].journal, app
-        )
-    finally:
-        await runner.cleanup()
-
-
-async def serve(settings: SimulatorSettings, on_ready: Callable[[str], None] | None = None) -> None:
-    """Run the simulator until cancelled; `on_ready` gets the XML-RPC URL once it listens."""
-    async with running_simulator(settings) as running:
-        journal = running.journal
-        log.info(
-            "PyPI simulator serving %s (%d rows, last serial %s, %.2f live rows/s)",
-            running.url,
-            journal.rows,
-            journal.last_serial,
-            settings.rate,
-        )
-        if on_ready is not None:
-            on_ready(running.url)
-        await asyncio.Event().wait()
+        return rows
