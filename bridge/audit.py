@@ -106,6 +106,7 @@ class AuditReport:
     def as_dict(self) -> dict[str, Any]:
         result: dict[str, Any] = {
             "clean": self.clean,
+            "exactly_once": self.clean and not self.duplicates_dropped_by_consumers,
             "from_serial": self.from_serial,
             "to_serial": self.to_serial,
             "source_rows": self.source_rows,
@@ -128,7 +129,16 @@ class AuditReport:
             if values:
                 shown = ", ".join(str(s) for s in sorted(values)[:_SHOWN])
                 lines.append(f"  {name.replace('_', ' ')}: {len(values)} (serials {shown})")
-        verdict = "CLEAN: every entry exactly once" if self.clean else "DISCREPANCIES FOUND"
+        dropped = len(self.duplicates_dropped_by_consumers)
+        if not self.clean:
+            verdict = "DISCREPANCIES FOUND"
+        elif dropped:
+            verdict = (
+                f"CLEAN FOR CONSUMERS, WITH {dropped} DUPLICATES: every entry present, and the "
+                "consumer API drops the extra copies (--strict fails on them)"
+            )
+        else:
+            verdict = "CLEAN: every entry exactly once"
         lines.append(verdict)
         return "\n".join(lines)
 

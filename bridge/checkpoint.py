@@ -10,16 +10,18 @@ and the sink skips those instead of sending them twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import orjson
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from bridge.config import KafkaSettings
-from bridge.errors import ContractError
+from bridge.errors import BridgeError, ContractError
 from bridge.kafka import bridge_prefixes, consumer, failure, partitions_of, read_ranges
 from bridge.routing import checkpoint_topic, event_topics, serial_of
 
@@ -79,61 +81,111 @@ def checkpoint_key(prefix: str) -> bytes:
     return prefix.encode()
 
 
-async def read_checkpoint(
-    kafka: KafkaSettings, prefix: str, *, committed_only: bool
-) -> Checkpoint | None:
-    """The newest checkpoint for `prefix`, or None if the bridge never committed anything."""
-    topic = checkpoint_topic(prefix)
+class WarmReader:
+    """A recovery reader connected while the replica stands by, so a takeover need not connect.
+
+    Connecting, the first metadata answer and finding the bridge's partitions do not need the
+    lead; a standby does them beside its group join. Once elected, the sink reads the checkpoint
+    (and, without transactions, the records after it) with this reader instead of a new one. It
+    reads nothing before the election: in transactional mode only the new leader's
+    InitProducerId settles the old leader's open transaction, and the read must follow it.
+    """
+
+    def __init__(self, kafka: KafkaSettings, prefix: str, *, committed_only: bool) -> None:
+        self.kafka = kafka
+        self.prefix = prefix
+        self.committed_only = committed_only
+        isolation = "read_committed" if committed_only else "read_uncommitted"
+        self.client = consumer(
+            kafka, isolation_level=isolation, fetch_max_wait_ms=RECOVERY_FETCH_WAIT_MS
+        )
+        self.ready = False
+
+    async def start(self) -> None:
+        """Connect and learn the partitions; a failure leaves the reader unused, not broken."""
+        try:
+            await self.client.start()
+            topics = [checkpoint_topic(self.prefix)]
+            if not self.committed_only:
+                topics += event_topics(self.prefix)  # high-water recovery reads them too
+            await partitions_of(self.client, topics)
+        except (KafkaError, BridgeError) as exc:
+            log.debug("recovery reader not warmed up (%s); the term opens its own", exc)
+            return
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self.client.stop()
+
+
+@contextlib.asynccontextmanager
+async def _reader(
+    kafka: KafkaSettings, *, committed_only: bool, warm: WarmReader | None
+) -> AsyncIterator[AIOKafkaConsumer]:
+    """The warm reader when it fits the isolation level asked for, else a fresh one."""
+    if warm is not None and warm.ready and warm.committed_only == committed_only:
+        yield warm.client
+        return
     isolation = "read_committed" if committed_only else "read_uncommitted"
     client = consumer(kafka, isolation_level=isolation, fetch_max_wait_ms=RECOVERY_FETCH_WAIT_MS)
     try:
         await client.start()
-        # One partition when the bridge created it; an auto-created topic may have more.
-        partitions = await partitions_of(client, [topic])
-        begins = await client.beginning_offsets(partitions)
-        ends = await client.end_offsets(partitions)
-        # The tail may hold transaction markers; a few records back always reaches a data record.
-        records = await read_ranges(
-            client, {tp: max(begins[tp], ends[tp] - 16) for tp in partitions}
-        )
+        yield client
+    finally:
+        await client.stop()
+
+
+async def read_checkpoint(
+    kafka: KafkaSettings, prefix: str, *, committed_only: bool, warm: WarmReader | None = None
+) -> Checkpoint | None:
+    """The newest checkpoint for `prefix`, or None if the bridge never committed anything."""
+    topic = checkpoint_topic(prefix)
+    try:
+        async with _reader(kafka, committed_only=committed_only, warm=warm) as client:
+            # One partition when the bridge created it; an auto-created topic may have more.
+            partitions = await partitions_of(client, [topic])
+            begins = await client.beginning_offsets(partitions)
+            ends = await client.end_offsets(partitions)
+            # The tail may hold transaction markers; a few records back always reaches a data
+            # record.
+            records = await read_ranges(
+                client, {tp: max(begins[tp], ends[tp] - 16) for tp in partitions}
+            )
     except KafkaError as exc:
         problem = f"cannot read the checkpoint topic {topic}"
         raise await failure(kafka, exc, problem, "Read", bridge_prefixes(prefix)) from None
-    finally:
-        await client.stop()
     key = checkpoint_key(prefix)
     found = [Checkpoint.decode(r.value) for r in records if r.key == key and r.value is not None]
     return max(found, key=lambda c: c.serial) if found else None
 
 
 async def landed_serials(
-    kafka: KafkaSettings, prefix: str, checkpoint: Checkpoint | None
+    kafka: KafkaSettings,
+    prefix: str,
+    checkpoint: Checkpoint | None,
+    warm: WarmReader | None = None,
 ) -> tuple[set[int], dict[str, list[int]]]:
     """Serials after the checkpoint that already sit in the event topics, and the end offsets.
 
     This is the high-water recovery: a batch may have partly landed before a crash, and without
     transactions those records are visible; the sink must not send them again.
     """
-    client = consumer(
-        kafka, isolation_level="read_uncommitted", fetch_max_wait_ms=RECOVERY_FETCH_WAIT_MS
-    )
     try:
-        await client.start()
-        partitions = await partitions_of(client, event_topics(prefix))
-        known = checkpoint.offsets if checkpoint else {}
-        begins = await client.beginning_offsets(partitions)
-        starts: dict[TopicPartition, int] = {}
-        for tp in partitions:
-            offsets = known.get(tp.topic, [])
-            start = offsets[tp.partition] if tp.partition < len(offsets) else begins[tp]
-            starts[tp] = max(start, begins[tp])
-        records = await read_ranges(client, starts)
-        ends = {tp: await client.position(tp) for tp in partitions}
+        async with _reader(kafka, committed_only=False, warm=warm) as client:
+            partitions = await partitions_of(client, event_topics(prefix))
+            known = checkpoint.offsets if checkpoint else {}
+            begins = await client.beginning_offsets(partitions)
+            starts: dict[TopicPartition, int] = {}
+            for tp in partitions:
+                offsets = known.get(tp.topic, [])
+                start = offsets[tp.partition] if tp.partition < len(offsets) else begins[tp]
+                starts[tp] = max(start, begins[tp])
+            records = await read_ranges(client, starts)
+            ends = {tp: await client.position(tp) for tp in partitions}
     except KafkaError as exc:
         problem = "cannot read the event topics to recover"
         raise await failure(kafka, exc, problem, "Read", bridge_prefixes(prefix)) from None
-    finally:
-        await client.stop()
     floor = checkpoint.serial if checkpoint else -1
     landed = {s for r in records if (s := serial_of(r.headers)) is not None and s > floor}
     end_offsets: dict[str, list[int]] = {}

@@ -19,6 +19,7 @@ from collections.abc import Awaitable
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from bridge.broker import EmbeddedBroker, start_broker
+from bridge.checkpoint import WarmReader
 from bridge.config import RunSettings
 from bridge.errors import BrokerError, Fenced
 from bridge.kafka import AUTHORIZATION_ERRORS, admin, bridge_prefixes, ensure_topics, failure
@@ -46,6 +47,8 @@ class Replica:
         self._pipeline: Pipeline | None = None
         self._term: asyncio.Task[int] | None = None
         self._leadership: Leadership | None = None
+        self._warm: WarmReader | None = None
+        self._warming: asyncio.Task[None] | None = None
         self.finished = False
         #: Set once the HTTP endpoints answer and once this replica has joined the leader group.
         self.serving = asyncio.Event()
@@ -98,9 +101,15 @@ class Replica:
         )
         leadership.on_lose = self._end_term
         self._leadership = leadership
+        # Connecting the recovery reader does not need the lead: it runs beside the join.
+        self._warm = WarmReader(
+            settings.kafka, settings.topics.prefix, committed_only=settings.delivery != "high-water"
+        )
+        self._warming = asyncio.create_task(self._warm.start(), name="warm-reader")
         try:
             await leadership.start()
         except AUTHORIZATION_ERRORS as exc:
+            await self._stop_warm_reader()
             await leadership.stop()
             prefixes = bridge_prefixes(settings.topics.prefix)
             problem = "cannot join the leader group"
@@ -116,7 +125,15 @@ class Replica:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await self._end_term()
+            await self._stop_warm_reader()
             await leadership.stop()
+
+    async def _stop_warm_reader(self) -> None:
+        if self._warming is not None:
+            await self._warming
+        if self._warm is not None:
+            await self._warm.stop()
+        self._warm = self._warming = None
 
     async def _lead_when_elected(self, leadership: Leadership, stop: asyncio.Event) -> int:
         backoff = Backoff(base=1.0, cap=30.0)
@@ -162,6 +179,8 @@ class Replica:
 
     async def _lead(self) -> int:
         settings = self.settings
+        if self._warming is not None:
+            await asyncio.shield(self._warming)
         router = Router(settings.topics.prefix, settings.source.pypi_url)
         sink = Sink(
             settings.kafka,
@@ -172,9 +191,10 @@ class Replica:
             transactional_id=settings.effective_transactional_id,
             replica_id=settings.replica_id,
             lease=self._leadership.lease if self._leadership is not None else None,
+            warm=self._warm,
         )
         try:
-            async with PyPIClient(settings.source, self.metrics) as client:
+            async with PyPIClient(settings.source, self.metrics, health=self.health) as client:
                 self._pipeline = Pipeline(settings, client, sink, self.progress)
                 return await self._pipeline.run()
         except KafkaError as exc:

@@ -43,7 +43,13 @@ from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.structs import RecordMetadata
 
-from bridge.checkpoint import Checkpoint, checkpoint_key, landed_serials, read_checkpoint
+from bridge.checkpoint import (
+    Checkpoint,
+    WarmReader,
+    checkpoint_key,
+    landed_serials,
+    read_checkpoint,
+)
 from bridge.config import DeliveryMode, KafkaSettings, TopicSettings
 from bridge.errors import BrokerLacksFeature, Fenced, LeaseExpired
 from bridge.events import Event
@@ -87,6 +93,7 @@ class Sink:
         transactional_id: str,
         replica_id: str,
         lease: Lease | None = None,
+        warm: WarmReader | None = None,
     ) -> None:
         self.kafka = kafka
         self.topics = topics
@@ -97,6 +104,8 @@ class Sink:
         self.replica_id = replica_id
         #: The leader's lease on its group session; None: no check (a sink outside a term).
         self.lease = lease
+        #: A recovery reader connected while standing by (see `WarmReader`); None: open one.
+        self.warm = warm
         #: Set once the lease ran out: from then on, nothing leaves this sink.
         self._expired: LeaseExpired | None = None
         self.mode = ""
@@ -116,13 +125,13 @@ class Sink:
         self.metrics.set_delivery_mode(self.mode)
         transactional = self.mode == "transactional"
         self.checkpoint = await read_checkpoint(
-            self.kafka, self.topics.prefix, committed_only=transactional
+            self.kafka, self.topics.prefix, committed_only=transactional, warm=self.warm
         )
         if transactional:
             self._offsets = dict(self.checkpoint.offsets) if self.checkpoint else {}
         else:
             self._landed, self._offsets = await landed_serials(
-                self.kafka, self.topics.prefix, self.checkpoint
+                self.kafka, self.topics.prefix, self.checkpoint, self.warm
             )
         if self.checkpoint is not None:
             self.metrics.committed_serial.set(self.checkpoint.serial)
