@@ -10,10 +10,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -24,9 +25,11 @@ from bridge.config import (
     KAFKA_FLAGS,
     RUN_FLAGS,
     Flag,
+    KafkaSettings,
     _EnvDefaultsParser,
     add_flags,
     boolean,
+    choice,
     environment,
     kafka_settings,
     non_negative_float,
@@ -39,6 +42,8 @@ from bridge.config import (
 from bridge.errors import BridgeError, ConfigError
 
 log = logging.getLogger("bridge")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+log_level = choice(*_LOG_LEVELS)
 
 CONSUME_FLAGS = (
     *KAFKA_FLAGS,
@@ -50,12 +55,12 @@ CONSUME_FLAGS = (
     Flag("max-events", positive_int, None, "exit after printing this many events"),
     Flag("timeout", positive_float, None, "exit after this many seconds without a new event"),
     Flag("group", str, None, "consumer group: resume where it left off, commit as it goes"),
-    Flag("log-level", str, "WARNING", "log verbosity"),
+    Flag("log-level", log_level, "WARNING", "log verbosity"),
 )
 BROKER_FLAGS = (
     Flag("host", str, "127.0.0.1", "address to listen on"),
     Flag("port", port, 9092, "port to listen on (0 picks a free one)"),
-    Flag("log-level", str, "INFO", "log verbosity"),
+    Flag("log-level", log_level, "INFO", "log verbosity"),
 )
 DEMO_FLAGS = (
     Flag("rate", non_negative_float, 20.0, "simulated journal rows per second"),
@@ -63,14 +68,14 @@ DEMO_FLAGS = (
     Flag("duration", positive_float, None, "stop after this many seconds (default: until Ctrl-C)"),
     Flag("http-port", port, 9300, "port for /metrics, /healthz, /readyz (0 picks a free one)"),
     Flag("seed", int, 2026, "simulator seed"),
-    Flag("log-level", str, "WARNING", "log verbosity"),
+    Flag("log-level", log_level, "WARNING", "log verbosity"),
 )
 
 
 def _simulate_flags() -> tuple[Flag, ...]:
     from bridge.simulator import SIMULATE_FLAGS
 
-    return (*SIMULATE_FLAGS, Flag("log-level", str, "INFO", "log verbosity"))
+    return (*SIMULATE_FLAGS, Flag("log-level", log_level, "INFO", "log verbosity"))
 
 
 def _audit_flags() -> tuple[Flag, ...]:
@@ -103,6 +108,54 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
+#: A SASL exchange as aiokafka logs every request and response at DEBUG: PLAIN's bytes are
+#: "user\0user\0password", SCRAM's carry the salt and the client proof.
+_SASL_BYTES = re.compile(r"""(sasl_auth_bytes=)b?('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+#: A SCRAM client-final message wherever it appears (RFC 5802: channel binding, nonce, proof).
+_SCRAM_FINAL = re.compile(r"(c=[A-Za-z0-9+/=]*,r=[^,\s'\"]*,p=)[A-Za-z0-9+/=]*")
+REDACTED = "<redacted>"
+
+
+class RedactSecrets(logging.Filter):
+    """Rewrite every log line that would show a Kafka credential; installed by `setup_logging`.
+
+    At DEBUG aiokafka logs each request it sends, the SASL ones included, so a PLAIN login
+    would put the password in the log (tests/test_hardening_cli.py proves it no longer does,
+    on a real Kafka). Installed on the handler, the filter sees every logger's records: the
+    SASL bytes and any SCRAM client-final message are replaced, and so is each configured
+    secret (as text, and as it shows inside a bytes or str repr).
+    """
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        super().__init__()
+        forms = set()
+        for secret in secrets:
+            if secret:
+                forms |= {secret, repr(secret)[1:-1], repr(secret.encode())[2:-1]}
+        # Longest first, so that no shorter form leaves part of a longer one behind.
+        self._secrets = sorted(forms, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        text = _SASL_BYTES.sub(rf"\g<1>{REDACTED}", text)
+        text = _SCRAM_FINAL.sub(rf"\g<1>{REDACTED}", text)
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True  # a malformed record: logging reports it as such, with no arguments
+        redacted = self.redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        if record.exc_info and not record.exc_text:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = self.redact(text)
+        return True
+
+
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -113,18 +166,24 @@ class _JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return orjson.dumps(entry).decode()
 
 
-def setup_logging(level: str, fmt: str = "text") -> None:
+def setup_logging(level: str, fmt: str = "text", secrets: Iterable[str | None] = ()) -> None:
+    """Log to stderr as text or JSON lines, every line passed through `RedactSecrets`."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactSecrets(secrets))
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
         formatter = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
         formatter.converter = time.gmtime
         handler.setFormatter(formatter)
+    if level.upper() not in _LOG_LEVELS:
+        raise ConfigError(
+            f"--log-level {level!r} is not a log level", f"use one of {', '.join(_LOG_LEVELS)}"
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -166,11 +225,29 @@ def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]
 # --- the commands -------------------------------------------------------------------------------
 
 
+def _secrets(kafka: KafkaSettings) -> tuple[str | None, ...]:
+    """What the log must never show of these Kafka settings."""
+    return (kafka.sasl_password, kafka.ssl_key_password)
+
+
+def _note_ignored_environment(ns: argparse.Namespace) -> None:
+    """One DEBUG line naming the PYPI_BRIDGE_* variables this command does not read."""
+    ignored = getattr(ns, "ignored_environment", ())
+    if ignored:
+        log.debug(
+            "ignoring %s: not variables of pypi-bridge %s (another command's, or Kubernetes' "
+            "service links)",
+            ", ".join(ignored),
+            ns.command,
+        )
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
     from bridge.service import Replica
 
     settings = run_settings(ns)
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.log_level, settings.log_format, _secrets(settings.kafka))
+    _note_ignored_environment(ns)
     log.info("pypi-bridge %s starting as replica %s", __version__, settings.replica_id)
     return run_until_signalled(Replica(settings).run)
 
@@ -222,8 +299,9 @@ def cmd_simulate(ns: argparse.Namespace) -> int:
 def cmd_consume(ns: argparse.Namespace) -> int:
     from bridge.consumer import EventStream, resolve_types
 
-    setup_logging(ns.log_level)
     kafka = kafka_settings(ns)
+    setup_logging(ns.log_level, secrets=_secrets(kafka))
+    _note_ignored_environment(ns)
     if kafka.bootstrap_servers is None:
         raise ConfigError("consume needs a broker", "pass --bootstrap-servers host:port")
     types = resolve_types(ns.type or ["*"])
@@ -267,7 +345,8 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 def cmd_audit(ns: argparse.Namespace) -> int:
     from bridge.audit import run_audit
 
-    setup_logging(ns.log_level)
+    setup_logging(ns.log_level, secrets=_secrets(kafka_settings(ns)))
+    _note_ignored_environment(ns)
     return run_until_signalled(lambda stop: run_audit(ns, stop))
 
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
+import math
 import os
 import re
 import socket
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,50 +29,119 @@ DeliveryMode = Literal["auto", "transactional", "high-water"]
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _TOPIC_PREFIX_RE = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
+#: C0 and C1 control characters and DEL: CR and LF would split a header or a log line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 # --- value parsers: each raises ValueError with a message that names what is expected -------
 
+#: Longest interval or time-out `run` takes (one day): a longer one is a typo, and `inf` or
+#: `1e300` would overflow the event loop's and the clients' time arithmetic.
+MAX_SECONDS = 86_400.0
+#: The leader session's bounds: Kafka's default group.max.session.timeout.ms is 30 minutes (a
+#: default broker refuses more), and below a second heartbeats could not keep up.
+MIN_SESSION_TIMEOUT, MAX_SESSION_TIMEOUT = 1.0, 1_800.0
+#: Partitions per event topic. The bridge creates 30 such topics, so the bound already means
+#: 300,000 partitions, more than a cluster is sized for; the Helm chart has the same bound.
+MAX_PARTITIONS = 10_000
+#: Kafka's wire limit of a topic's replication factor (int16); a broker refuses more replicas
+#: than it has brokers, which the bridge reports at start.
+MAX_REPLICATION_FACTOR = 32_767
+#: Journal serials travel as XML-RPC <int>: 32 bits (PyPI is at about 41 million).
+MAX_SERIAL = 2**31 - 1
+#: Most journal rows per commit (the Helm chart's bound; PyPI pages hold at most 50,000 rows).
+MAX_BATCH_SIZE = 10_000_000
+#: Longest --contact: it is sent in every request's User-Agent.
+MAX_CONTACT_LENGTH = 200
+
+
+def _number(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
+
 
 def positive_float(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not value > 0:
         raise ValueError("expected a number of seconds greater than 0")
     return value
 
 
 def non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if value < 0:
         raise ValueError("expected a number of seconds, 0 or more")
     return value
 
 
+def seconds(low: float, high: float, *, zero: bool = False) -> Callable[[str], float]:
+    """A number of seconds from `low` (excluded when 0 unless `zero`) to `high`."""
+    shown = f"from {low:g} to {high:g}" if low or zero else f"greater than 0 and at most {high:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = _number(text)
+        except ValueError:
+            value = math.nan
+        if not (low <= value <= high and (value > 0 or zero)):
+            raise ValueError(f"expected a number of seconds {shown}")
+        return value
+
+    parse.__name__ = "seconds"
+    return parse
+
+
+def _whole(text: str, low: int, high: int, expected: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(expected) from None
+    if not low <= value <= high:
+        raise ValueError(expected)
+    return value
+
+
 def positive_int(text: str) -> int:
-    value = int(text)
+    value = _whole(text, 1, 2**63 - 1, "expected a whole number of at least 1")
     if value < 1:
         raise ValueError("expected a whole number of at least 1")
     return value
 
 
 def non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _whole(text, 0, 2**63 - 1, "expected a whole number, 0 or more")
     if value < 0:
         raise ValueError("expected a whole number, 0 or more")
     return value
 
 
+def partitions(text: str) -> int:
+    return _whole(text, 1, MAX_PARTITIONS, f"expected a whole number from 1 to {MAX_PARTITIONS}")
+
+
+def batch_size(text: str) -> int:
+    return _whole(text, 1, MAX_BATCH_SIZE, f"expected a whole number from 1 to {MAX_BATCH_SIZE}")
+
+
+def serial(text: str) -> int:
+    """A journal serial, 0 to 2**31 - 1."""
+    return _whole(text, 0, MAX_SERIAL, f"expected a serial from 0 to {MAX_SERIAL}")
+
+
 def port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("expected a TCP port from 0 to 65535 (0 picks a free one)")
-    return value
+    return _whole(text, 0, 65535, "expected a TCP port from 0 to 65535 (0 picks a free one)")
 
 
 def replication_factor(text: str) -> int:
-    value = int(text)
-    if value == 0 or value < -1:
-        raise ValueError("expected a whole number of at least 1, or -1 for the broker's default")
+    expected = (
+        f"expected a whole number from 1 to {MAX_REPLICATION_FACTOR}, or -1 for the broker's "
+        "default"
+    )
+    value = _whole(text, -1, MAX_REPLICATION_FACTOR, expected)
+    if value == 0:
+        raise ValueError(expected)
     return value
 
 
@@ -77,10 +149,7 @@ def start_serial(text: str) -> int | None:
     """A serial to start after, or `latest` (None): begin at the journal's head."""
     if text.strip().lower() == "latest":
         return None
-    value = int(text)
-    if value < 0:
-        raise ValueError("expected a serial (0 or more) or 'latest'")
-    return value
+    return _whole(text, 0, MAX_SERIAL, f"expected a serial (0 to {MAX_SERIAL}) or 'latest'")
 
 
 def boolean(text: str) -> bool:
@@ -93,9 +162,83 @@ def boolean(text: str) -> bool:
 
 
 def http_url(text: str) -> str:
-    if not re.match(r"^https?://[^/\s]+", text):
-        raise ValueError("expected an http:// or https:// URL")
+    expected = "expected an http:// or https:// URL"
+    if not re.match(r"^https?://[^/\s]+", text) or _CONTROL.search(text) or " " in text:
+        raise ValueError(expected)
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise ValueError(f"{expected} with a valid host and port") from None
+    if not parts.hostname:
+        raise ValueError(f"{expected} with a host name")
     return text.rstrip("/")
+
+
+def plain_text(text: str) -> str:
+    """Text without control characters (it ends up in headers, logs and metric labels)."""
+    if _CONTROL.search(text):
+        raise ValueError("control characters (such as CR, LF or TAB) are not allowed")
+    return text
+
+
+def contact(text: str) -> str:
+    """The operator's contact: sent in the User-Agent header of every request to PyPI."""
+    if _CONTROL.search(text):
+        raise ValueError(
+            "control characters (such as CR, LF or TAB) are not allowed in a User-Agent header"
+        )
+    if len(text) > MAX_CONTACT_LENGTH:
+        raise ValueError(f"expected at most {MAX_CONTACT_LENGTH} characters")
+    return text
+
+
+def bootstrap_servers(text: str) -> str:
+    """`host:port[,host:port]` (`[v6]:port` for IPv6; without a port, Kafka's 9092)."""
+    expected = "expected host:port[,host:port] ([v6]:port for IPv6)"
+    if not text.strip():
+        raise ValueError(f"{expected}; leave the flag out to start the embedded broker")
+    entries = [entry.strip() for entry in text.split(",")]
+    for entry in entries:
+        problem = _server_problem(entry)
+        if problem:
+            where = f" in {entry!r}" if len(entries) > 1 and entry else ""
+            raise ValueError(f"{problem}{where}; {expected}")
+    return text.strip()
+
+
+def _server_problem(entry: str) -> str | None:
+    """What is wrong with one `host:port` of a bootstrap list, if anything."""
+    if not entry:
+        return "an empty entry"
+    if _CONTROL.search(entry) or " " in entry:
+        return "a space or a control character"
+    number: str | None
+    if entry.startswith("["):
+        found = re.fullmatch(r"\[([^\]]*)\](?::(.*))?", entry)
+        if found is None:
+            return "an unclosed '['"
+        host, number = found.group(1), found.group(2)
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return f"{host!r} is not an IPv6 address"
+    elif entry.count(":") > 1:
+        try:
+            ipaddress.IPv6Address(entry)  # a bare IPv6 address, on Kafka's default port
+        except ValueError:
+            return "neither host:port nor an IPv6 address"
+        return None
+    else:
+        host, colon, rest = entry.partition(":")
+        number = rest if colon else None
+        if not host:
+            return "no host"
+    if number is not None and not (
+        number.isascii() and number.isdigit() and 1 <= int(number) <= 65535
+    ):
+        return f"port {number!r} is not a number from 1 to 65535"
+    return None
 
 
 def topic_prefix(text: str) -> str:
@@ -147,21 +290,39 @@ class Flag:
 
 SOURCE_FLAGS = (
     Flag("pypi-url", http_url, DEFAULT_PYPI_URL, "PyPI's XML-RPC endpoint (or the simulator's)"),
-    Flag("contact", str, "", "contact (email or URL) added to the User-Agent, as PyPI asks"),
+    Flag("contact", contact, "", "contact (email or URL) added to the User-Agent, as PyPI asks"),
     Flag(
         "min-request-interval",
-        non_negative_float,
+        seconds(0, MAX_SECONDS, zero=True),
         1.0,
         "seconds kept between two calls to PyPI (PyPI's docs ask for 1)",
     ),
-    Flag("request-timeout", positive_float, 60.0, "seconds before one PyPI call is abandoned"),
-    Flag("max-backoff", positive_float, 60.0, "longest wait between retries of a failing call"),
+    Flag(
+        "request-timeout",
+        seconds(0, MAX_SECONDS),
+        60.0,
+        "seconds before one PyPI call is abandoned",
+    ),
+    Flag(
+        "max-backoff",
+        seconds(0, MAX_SECONDS),
+        60.0,
+        "longest wait between retries of a failing call, and longest wait PyPI's answers "
+        "(Retry-After, a throttling fault, the rate-limit headers) can impose",
+    ),
+    Flag(
+        "max-response-bytes",
+        positive_int,
+        64 * 1024 * 1024,
+        "largest answer read from PyPI (a 50,000-row page is about 14 MB); a larger one is "
+        "abandoned while reading and retried",
+    ),
 )
 
 KAFKA_FLAGS = (
     Flag(
         "bootstrap-servers",
-        str,
+        bootstrap_servers,
         None,
         "Kafka bootstrap servers, host:port[,host:port]; none starts the embedded broker",
     ),
@@ -179,14 +340,14 @@ KAFKA_FLAGS = (
         "file holding the client key's password",
     ),
     Flag("sasl-mechanism", choice(*SASL_MECHANISMS), None, "SASL mechanism"),
-    Flag("sasl-username", str, None, "SASL user name"),
+    Flag("sasl-username", plain_text, None, "SASL user name"),
     Flag("sasl-password", str, None, "SASL password (prefer --sasl-password-file)", secret=True),
     Flag("sasl-password-file", readable_file, None, "file holding the SASL password"),
 )
 
 TOPIC_FLAGS = (
     Flag("topic-prefix", topic_prefix, "pypi", "topics are named {prefix}.{event type}"),
-    Flag("partitions", positive_int, 3, "partitions of each event topic created at start"),
+    Flag("partitions", partitions, 3, "partitions of each event topic created at start"),
     Flag(
         "replication-factor",
         replication_factor,
@@ -205,28 +366,38 @@ RUN_FLAGS = (
         None,
         "where to begin when no checkpoint exists: a serial (events after it) or 'latest'",
     ),
-    Flag("poll-interval", positive_float, 1.0, "seconds between polls once caught up"),
-    Flag("stop-at-serial", non_negative_int, None, "exit 0 once every entry up to it is committed"),
-    Flag("batch-size", positive_int, 10_000, "most journal rows published per commit"),
+    Flag("poll-interval", seconds(0, MAX_SECONDS), 1.0, "seconds between polls once caught up"),
+    Flag("stop-at-serial", serial, None, "exit 0 once every entry up to it is committed"),
+    Flag("batch-size", batch_size, 10_000, "most journal rows published per commit"),
     Flag(
         "delivery",
         choice("auto", "transactional", "high-water"),
         "auto",
         "exactly-once mechanism: Kafka transactions, or high-water recovery",
     ),
-    Flag("transactional-id", str, None, "fixed transactional id (default: from the topic prefix)"),
+    Flag(
+        "transactional-id",
+        plain_text,
+        None,
+        "fixed transactional id (default: from the topic prefix)",
+    ),
     Flag(
         "leader-session-timeout",
-        positive_float,
+        seconds(MIN_SESSION_TIMEOUT, MAX_SESSION_TIMEOUT),
         6.0,
         "seconds without a heartbeat before a crashed leader is replaced",
     ),
-    Flag("replica-id", str, None, "this replica's name in logs and metrics (default: host name)"),
-    Flag("http-host", str, "0.0.0.0", "address for /metrics, /healthz and /readyz"),  # noqa: S104
+    Flag(
+        "replica-id",
+        plain_text,
+        None,
+        "this replica's name in logs and metrics (default: host name)",
+    ),
+    Flag("http-host", plain_text, "0.0.0.0", "address for /metrics, /healthz and /readyz"),  # noqa: S104
     Flag("http-port", port, 9300, "port for /metrics, /healthz and /readyz"),
     Flag(
         "progress-interval",
-        positive_float,
+        seconds(0, MAX_SECONDS),
         10.0,
         "seconds between backfill progress lines in the log",
     ),
@@ -244,6 +415,7 @@ class SourceSettings:
     min_request_interval: float = 1.0
     request_timeout: float = 60.0
     max_backoff: float = 60.0
+    max_response_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -349,53 +521,104 @@ class _EnvDefaultsParser(argparse.ArgumentParser):
         self.exit(2, f"pypi-bridge {self.prog.split()[-1]}: error: {message} (see --help)\n")
 
 
+#: What Kubernetes puts in `{SERVICE}_PORT` for every Service of the namespace (service links):
+#: a Service named `pypi-bridge` gives every pod PYPI_BRIDGE_PORT=tcp://10.0.0.1:9300.
+_SERVICE_LINK = re.compile(r"^(tcp|udp|sctp)://[^\s/]+:[0-9]+$")
+
+
+def service_link(name: str, value: str) -> bool:
+    """Whether `name=value` looks like one of Kubernetes' service-link variables."""
+    return name.endswith("_PORT") and _SERVICE_LINK.match(value) is not None
+
+
+class _FromEnvironment(str):
+    """A flag's default taken from its variable, parsed only if the command uses the flag.
+
+    argparse converts a string default with the flag's type only when the flag is absent from
+    the command line, and each subcommand only its own: so a variable of another subcommand
+    (PYPI_BRIDGE_PORT of `simulate`) cannot break `run`, and a flag given on the command line
+    wins over a malformed variable.
+    """
+
+    __slots__ = ()
+
+
+class _Repeated(argparse.Action):
+    """Append each value; values on the command line replace the variable's list."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, self.dest, None)
+        items = list(current) if isinstance(current, list) else []
+        items.append(values)
+        setattr(namespace, self.dest, items)
+
+
 def add_flags(
     parser: argparse.ArgumentParser, flags: Sequence[Flag], environ: Mapping[str, str]
 ) -> None:
-    """Declare `flags` on `parser`, each defaulting to its `PYPI_BRIDGE_*` variable if set."""
+    """Declare `flags` on `parser`, each defaulting to its `PYPI_BRIDGE_*` variable if set.
+
+    A variable is parsed only when the command is parsed without its flag; a malformed one is
+    then a `ConfigError` naming the variable. The `PYPI_BRIDGE_*` variables the command does
+    not read (another command's, Kubernetes' service links) end up, by name, in the parsed
+    namespace's `ignored_environment`.
+    """
+    ignored = {name for name in environ if name.startswith(ENV_PREFIX)}
     for flag in flags:
         default = flag.default
         raw = environ.get(flag.env)
-        if raw is not None and raw != "":
-            try:
-                default = (
-                    [flag.parse(v) for v in raw.split(",")]
-                    if flag.repeatable
-                    else (flag.parse(raw))
-                )
-            except ValueError as exc:
-                shown = "(hidden)" if flag.secret else repr(raw)
-                raise ConfigError(
-                    f"environment variable {flag.env}={shown} is invalid: {exc}",
-                    f"fix or unset {flag.env}",
-                ) from None
+        if raw is not None and raw != "" and not service_link(flag.env, raw):
+            ignored.discard(flag.env)
+            default = _FromEnvironment(raw)
         help_text = f"{flag.help} [env {flag.env}]"
         if flag.is_switch:
-            parser.add_argument(
+            action = parser.add_argument(
                 f"--{flag.name}",
                 dest=flag.dest,
                 action=argparse.BooleanOptionalAction,
-                default=bool(default),
+                default=default if isinstance(default, _FromEnvironment) else bool(default),
                 help=help_text,
             )
+            # Set after construction: BooleanOptionalAction takes no type in newer Pythons.
+            action.type = _named(flag)
             continue
         parser.add_argument(
             f"--{flag.name}",
             dest=flag.dest,
             type=_named(flag),
             default=default,
-            action="append" if flag.repeatable else "store",
+            action=_Repeated if flag.repeatable else "store",
             help=help_text + ("" if flag.secret or default is None else f" (default: {default})"),
         )
+    parser.set_defaults(ignored_environment=tuple(sorted(ignored)))
 
 
 def _named(flag: Flag) -> Callable[[str], Any]:
-    """Wrap a value parser so argparse's error names the flag and the expectation."""
+    """Wrap a value parser so argparse's error names the flag (or its variable) and the
+    expectation."""
 
     def parse(text: str) -> Any:
         try:
+            if isinstance(text, _FromEnvironment):
+                return (
+                    [flag.parse(v) for v in text.split(",")]
+                    if flag.repeatable
+                    else (flag.parse(text))
+                )
             return flag.parse(text)
         except ValueError as exc:
+            if isinstance(text, _FromEnvironment):
+                shown = "(hidden)" if flag.secret else repr(str(text))
+                raise ConfigError(
+                    f"environment variable {flag.env}={shown} is invalid: {exc}",
+                    f"fix or unset {flag.env}",
+                ) from None
             raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
     parse.__name__ = flag.dest
@@ -465,6 +688,7 @@ def source_settings(ns: argparse.Namespace) -> SourceSettings:
         min_request_interval=ns.min_request_interval,
         request_timeout=ns.request_timeout,
         max_backoff=ns.max_backoff,
+        max_response_bytes=ns.max_response_bytes,
     )
 
 

@@ -6,13 +6,17 @@ replica exports them, leader and standbys alike, so a dashboard sees the whole d
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import platform
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -23,11 +27,22 @@ from prometheus_client import (
 )
 
 from bridge import __version__
+from bridge.errors import BridgeError, ConfigError
 
 log = logging.getLogger(__name__)
 
 #: Outcomes of one call to PyPI, the `outcome` label of `pypi_bridge_source_requests_total`.
-SOURCE_OUTCOMES = ("ok", "throttled", "http_error", "timeout", "connection", "malformed", "fault")
+SOURCE_OUTCOMES = (
+    "ok",
+    "throttled",
+    "http_error",
+    "timeout",
+    "connection",
+    "malformed",
+    "refused",
+    "too_large",
+    "fault",
+)
 #: Stages of the data path, the `stage` label of `pypi_bridge_errors_total`.
 STAGES = ("source", "parse", "sink", "checkpoint", "leadership")
 DELIVERY_MODES = ("transactional", "high-water")
@@ -102,6 +117,32 @@ class Metrics:
             "Seconds spent waiting because PyPI throttled this client.",
             registry=r,
         )
+        self.source_rows_dropped = Counter(
+            "pypi_bridge_source_rows_dropped_total",
+            "Rows PyPI returned at or below the serial asked for (dropped, never published).",
+            registry=r,
+        )
+        self.source_refusals = Gauge(
+            "pypi_bridge_source_consecutive_refusals",
+            "Answers in a row refused for breaking the journal's contract (0 after a good one).",
+            registry=r,
+        )
+        self.source_quota_limit = Gauge(
+            "pypi_bridge_source_quota_limit",
+            "Calls PyPI allows per window (RateLimit-Policy), the tightest policy; "
+            "NaN until PyPI says.",
+            registry=r,
+        )
+        self.source_quota_remaining = Gauge(
+            "pypi_bridge_source_quota_remaining",
+            "Calls PyPI still allows in its current window (RateLimit); NaN until PyPI says.",
+            registry=r,
+        )
+        self.source_quota_reset = Gauge(
+            "pypi_bridge_source_quota_reset_seconds",
+            "Seconds until PyPI's current rate-limit window resets, as of the last answer.",
+            registry=r,
+        )
         self.commit_duration = Histogram(
             "pypi_bridge_commit_duration_seconds",
             "Time to publish one batch of events with its checkpoint.",
@@ -138,6 +179,9 @@ class Metrics:
             self.errors.labels(stage)
         for mode in DELIVERY_MODES:
             self.delivery_mode.labels(mode).set(0)
+        for gauge in (self.source_quota_limit, self.source_quota_remaining):
+            gauge.set(float("nan"))
+        self.source_quota_reset.set(float("nan"))
 
     def set_leader(self, leading: bool) -> None:
         self.leader.labels(self.replica_id).set(1 if leading else 0)
@@ -161,16 +205,23 @@ class Health:
 
     `/healthz` answers 200 while the process's event loop turns (a hung loop cannot answer).
     `/readyz` answers 200 once this replica has reached Kafka and is leading or standing by,
-    and 503 while it cannot reach the broker.
+    and 503 while it cannot reach the broker, or while the source keeps sending answers that
+    break the journal's contract (`source_problem`).
     """
 
     broker_reachable: bool = False
     role: str = "starting"
     detail: str = "starting"
+    #: Set while PyPI's answers keep being refused (see bridge/rows.py); None when all is well.
+    source_problem: str | None = None
 
     @property
     def ready(self) -> bool:
-        return self.broker_reachable and self.role in ("leader", "standby")
+        return (
+            self.broker_reachable
+            and self.role in ("leader", "standby")
+            and self.source_problem is None
+        )
 
 
 def http_app(metrics: Metrics, health: Health | Callable[[], Health]) -> web.Application:
@@ -188,7 +239,8 @@ def http_app(metrics: Metrics, health: Health | Callable[[], Health]) -> web.App
 
     async def readyz(_: web.Request) -> web.Response:
         state = current()
-        body = {"ready": state.ready, "role": state.role, "detail": state.detail}
+        detail = state.detail if state.source_problem is None else state.source_problem
+        body = {"ready": state.ready, "role": state.role, "detail": detail}
         return web.json_response(body, status=200 if state.ready else 503)
 
     app = web.Application()
@@ -201,11 +253,77 @@ def http_app(metrics: Metrics, health: Health | Callable[[], Health]) -> web.App
 async def start_http(
     metrics: Metrics, health: Health | Callable[[], Health], host: str, port: int
 ) -> tuple[web.AppRunner, int]:
-    """Serve the endpoints; returns the runner (to clean up) and the port actually bound."""
-    runner = web.AppRunner(http_app(metrics, health), access_log=None)
+    """Serve the endpoints; returns the runner (to clean up) and the port actually bound.
+
+    A port already in use raises `BridgeError`; a host that is not an address of this machine
+    (or does not resolve) raises `ConfigError`: one line each, naming the fix.
+    """
+    runner = web.AppRunner(http_app(metrics, health), access_log=None, logger=_http_log)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise _cannot_serve(host, port, exc) from None
     bound = int(runner.addresses[0][1]) if runner.addresses else port
     log.info("metrics and health on http://%s:%d (/metrics, /healthz, /readyz)", host, bound)
     return runner, bound
+
+
+def _cannot_serve(host: str, port: int, exc: OSError) -> BridgeError:
+    """Why the endpoints could not be bound, as one line naming the flag to change."""
+    # aiohttp rewrites strerror into a sentence of its own; the errno says it shorter (a
+    # resolver error has a negative errno and its own strerror).
+    reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror or str(exc)
+    if isinstance(exc, socket.gaierror):
+        return ConfigError(
+            f"--http-host {host!r} does not resolve to an address ({reason})",
+            "pass an address of this machine, e.g. 0.0.0.0 (every interface) or 127.0.0.1",
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return BridgeError(
+            f"cannot serve /metrics, /healthz and /readyz: port {port} on {host} is already in "
+            "use (by another replica or program)",
+            "stop that process, or pass another --http-port (0 picks a free one)",
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ConfigError(
+            f"--http-host {host!r} is not an address of this machine ({reason})",
+            "pass an address of this machine, e.g. 0.0.0.0 (every interface) or 127.0.0.1",
+        )
+    if exc.errno == errno.EACCES:
+        return ConfigError(
+            f"not allowed to listen on port {port} of {host} ({reason})",
+            "pass an --http-port of 1024 or more",
+        )
+    return BridgeError(
+        f"cannot serve /metrics, /healthz and /readyz on {host}:{port}: {reason}",
+        "check --http-host and --http-port",
+    )
+
+
+class _QuietBadRequests(logging.Filter):
+    """Malformed requests are one DEBUG line each, never a traceback.
+
+    aiohttp answers them 400 (garbage, a huge header, TLS or another protocol on this port) and
+    logs each with its traceback at ERROR; anyone who reaches the port could flood the log. An
+    error raised inside a handler (a bug) keeps its traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError | ConnectionError):
+            return True
+        detail = error.message if isinstance(error, HttpProcessingError) else str(error)
+        # repr: the request's own bytes may be in the message, control characters included.
+        record.args = (record.getMessage(), type(error).__name__, detail)
+        record.msg = "%s: %s %.200r"
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return _http_log.isEnabledFor(logging.DEBUG)
+
+
+#: The logger aiohttp's server writes to for the endpoints (instead of `aiohttp.server`).
+_http_log = logging.getLogger(f"{__name__}.http")
+_http_log.addFilter(_QuietBadRequests())

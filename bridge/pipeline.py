@@ -157,7 +157,9 @@ class Pipeline:
                     need_head = False
                     self.sink.metrics.mark_progress()
                     self.progress.advance(cursor, 0, self.client.head_serial)
-                    await self._wait(self.settings.poll_interval)
+                    # Caught up: poll no faster than the quota allows in the long run.
+                    interval = max(self.settings.poll_interval, self.client.quota.steady_interval())
+                    await self._wait(interval)
                     continue
                 if need_head:
                     need_head = False

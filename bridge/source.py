@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TypeVar
 
@@ -23,9 +24,17 @@ import aiohttp
 from bridge import __version__
 from bridge.config import SourceSettings
 from bridge.errors import SourceError, SourceFault, Throttled, TransientSourceError
-from bridge.metrics import Metrics
+from bridge.metrics import Health, Metrics
 from bridge.parse import Row
-from bridge.xmlrpc import XmlRpcFault, decode_changelog, decode_response, encode_call
+from bridge.quota import Quota
+from bridge.rows import Page, RefusedPage, check_page
+from bridge.xmlrpc import (
+    XmlRpcFault,
+    decode_changelog,
+    decode_response,
+    encode_call,
+    one_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +61,8 @@ def throttle_delay(message: str) -> float | None:
     if "HTTPTooManyRequests" not in message:
         return None
     found = _RESET_IN.search(message)
-    return max(1.0, float(found.group(1))) if found else 60.0
+    delay = float(found.group(1)) if found else 60.0
+    return max(1.0, delay) if math.isfinite(delay) else 60.0
 
 
 def classify_fault(fault: XmlRpcFault) -> SourceError:
@@ -92,11 +102,16 @@ class PyPIClient:
         settings: SourceSettings,
         metrics: Metrics | None = None,
         *,
+        health: Health | None = None,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        #: Told when answers keep being refused, so `/readyz` turns red (None: nobody listens).
+        self.health = health
+        #: Answers refused in a row for breaking the journal's contract.
+        self.refusals = 0
         self._sleep = sleep
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
@@ -105,6 +120,7 @@ class PyPIClient:
         # time through the pacing gate, so they stay --min-request-interval apart.
         self._pacing = asyncio.Lock()
         self._backoff = Backoff(cap=settings.max_backoff)
+        self.quota = Quota(settings.max_backoff, clock)
         #: Highest serial PyPI has shown us (from rows or from changelog_last_serial).
         self.head_serial: int | None = None
 
@@ -114,6 +130,9 @@ class PyPIClient:
             timeout=aiohttp.ClientTimeout(total=self.settings.request_timeout),
             # A fresh connection per failure keeps a half-dead CDN socket from being reused.
             connector=aiohttp.TCPConnector(limit=1, enable_cleanup_closed=True),
+            # A huge header is refused by aiohttp's parser before it is held in memory.
+            max_line_size=_MAX_HEADER_BYTES,
+            max_field_size=_MAX_HEADER_BYTES,
         )
         return self
 
@@ -145,12 +164,31 @@ class PyPIClient:
         With `decode_after`, the response is read at once but decoded only once the event is
         set, so a page read ahead holds its body (~14 MB), not its decoded rows, meanwhile.
         """
-        rows = await self._call(
-            "changelog_since_serial", (serial,), decode_changelog, decode_after=decode_after
+        page = await self._call(
+            "changelog_since_serial",
+            (serial,),
+            lambda body: check_page(decode_changelog(body), serial),
+            decode_after=decode_after,
         )
-        if rows:
-            self._note_head(rows[-1][4])
-        return rows
+        if page.dropped:
+            self._report_dropped(serial, page)
+        if page.rows:
+            self._note_head(page.rows[-1][4])
+        return page.rows
+
+    def _report_dropped(self, serial: int, page: Page) -> None:
+        low, high = page.dropped_range or (serial, serial)
+        log.warning(
+            "PyPI returned %d rows at or below serial %d (serials %d..%d), which "
+            "changelog_since_serial(%d) must not: dropped them (already published)",
+            page.dropped,
+            serial,
+            low,
+            high,
+            serial,
+        )
+        if self.metrics is not None:
+            self.metrics.source_rows_dropped.inc(page.dropped)
 
     async def pages_since(
         self, serial: int, stop_at: int | None = None
@@ -190,7 +228,13 @@ class PyPIClient:
 
     async def _pace(self) -> None:
         async with self._pacing:
-            wait = self._last_call + self.settings.min_request_interval - self._clock()
+            # The quota's spacing counts from now (it is what is left of the window, spread
+            # over the calls left), the minimum interval from the previous call.
+            now = self._clock()
+            wait = max(
+                self._last_call + self.settings.min_request_interval - now,
+                self.quota.spacing() - (now - self._last_call),
+            )
             if wait > 0:
                 await self._sleep(wait)
             self._last_call = self._clock()
@@ -213,7 +257,9 @@ class PyPIClient:
                 seconds = self._clock() - started
                 if decode_after is not None:
                     await decode_after.wait()
-                result = decode(payload)
+                # In a worker thread: a big (or hostile) body must not stall the event loop,
+                # which keeps the group heartbeats, /healthz and signals going meanwhile.
+                result = await asyncio.to_thread(decode, payload)
             except XmlRpcFault as fault:
                 error: SourceError = classify_fault(fault)
             except SourceError as exc:
@@ -221,20 +267,46 @@ class PyPIClient:
             else:
                 self._count(method, "ok", seconds)
                 self._backoff.reset()
+                self._note_refusal(None)
                 return result
+            if isinstance(error, RefusedPage):
+                self._note_refusal(error)
             await self._handle_failure(method, error, self._clock() - started)
+
+    def _note_refusal(self, error: RefusedPage | None) -> None:
+        """Count refused answers in a row; after a few, `/readyz` says why."""
+        if error is None:
+            if self.refusals and self.health is not None:
+                self.health.source_problem = None
+            self.refusals = 0
+        else:
+            self.refusals += 1
+            if self.refusals >= REFUSALS_UNTIL_UNREADY and self.health is not None:
+                self.health.source_problem = (
+                    f"{self.refusals} answers in a row from {self.settings.pypi_url} broke the "
+                    f"journal's contract; the last: {error}"
+                )
+        if self.metrics is not None:
+            self.metrics.source_refusals.set(self.refusals)
 
     async def _handle_failure(self, method: str, error: SourceError, seconds: float) -> None:
         if isinstance(error, Throttled):
             self._count(method, "throttled", seconds)
-            log.warning(
-                "PyPI is throttling %s: waiting %.0f s as it asks", method, error.retry_after
-            )
+            wait = min(error.retry_after, self.settings.max_backoff)
+            if wait < error.retry_after:
+                log.warning(
+                    "PyPI is throttling %s and asks for %.0f s: waiting %.0f s (--max-backoff)",
+                    method,
+                    error.retry_after,
+                    wait,
+                )
+            else:
+                log.warning("PyPI is throttling %s: waiting %.0f s as it asks", method, wait)
             if self.metrics is not None:
-                self.metrics.source_throttled_seconds.inc(error.retry_after)
+                self.metrics.source_throttled_seconds.inc(wait)
                 self.metrics.errors.labels("source").inc()
             # Jitter keeps several bridges behind one address from retrying in lockstep.
-            await self._sleep(error.retry_after + random.uniform(0, 0.25))
+            await self._sleep(wait + random.uniform(0, 0.25))
             return
         if isinstance(error, TransientSourceError):
             self._count(method, error.outcome, seconds)
@@ -261,10 +333,14 @@ class PyPIClient:
             raise RuntimeError("PyPIClient used outside `async with`")
         url = self.settings.pypi_url
         try:
-            async with self._session.post(url, data=body) as response:
-                payload = await response.read()
+            # Redirects are not followed: aiohttp would turn the POST into a GET.
+            async with self._session.post(url, data=body, allow_redirects=False) as response:
+                self._note_quota(response.headers)
                 status = response.status
-                retry_after = response.headers.get("Retry-After")
+                if status != 200:
+                    payload = await self._read_capped(url, response)
+                    return self._check_status(url, status, payload, response.headers)
+                return await self._read_capped(url, response)
         except TimeoutError:
             raise TransientSourceError(
                 f"no answer from {url} within {self.settings.request_timeout:g} s", "timeout"
@@ -277,21 +353,44 @@ class PyPIClient:
             raise TransientSourceError(
                 f"cannot connect to {url}: {exc.os_error}", "connection"
             ) from None
+        except aiohttp.ClientResponseError as exc:
+            # aiohttp's parser refused the answer itself (a header over the limit, bad framing).
+            raise TransientSourceError(
+                f"unreadable HTTP answer from {url}: {one_line(exc.message)}", "malformed"
+            ) from None
         except (aiohttp.ClientError, ConnectionError) as exc:
             raise TransientSourceError(
                 f"connection to {url} failed: {type(exc).__name__}: {exc}", "connection"
             ) from None
-        return self._check_status(url, status, payload, retry_after)
 
-    @staticmethod
-    def _check_status(url: str, status: int, payload: bytes, retry_after: str | None) -> bytes:
-        if status == 200:
-            return payload
+    async def _read_capped(self, url: str, response: aiohttp.ClientResponse) -> bytes:
+        """The body, read in chunks and abandoned once over `--max-response-bytes`."""
+        cap = self.settings.max_response_bytes
+        declared = response.content_length
+        if declared is not None and declared > cap:
+            raise _too_large(url, f"declares {declared} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > cap:
+                raise _too_large(url, f"passed {cap} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _note_quota(self, headers: Mapping[str, str]) -> None:
+        limit = self.quota.update(headers)
+        if limit is None or self.metrics is None:
+            return
+        self.metrics.source_quota_remaining.set(limit.remaining)
+        self.metrics.source_quota_reset.set(self.quota.reset_in() or 0.0)
+        self.metrics.source_quota_limit.set(float("nan") if limit.quota is None else limit.quota)
+
+    def _check_status(
+        self, url: str, status: int, payload: bytes, headers: Mapping[str, str]
+    ) -> bytes:
         if status == 429:
-            try:
-                delay = max(1.0, float(retry_after or 60))
-            except ValueError:
-                delay = 60.0
+            delay = retry_after(headers.get("Retry-After"))
             raise Throttled(delay, f"HTTP 429 from {url}")
         if status >= 500 or status == 408:
             raise TransientSourceError(f"HTTP {status} from {url}", "http_error")
@@ -300,7 +399,40 @@ class PyPIClient:
                 f"HTTP 404 from {url}: no XML-RPC endpoint there",
                 "check --pypi-url (PyPI's is https://pypi.org/pypi)",
             )
+        if 300 <= status < 400:
+            target = one_line(headers.get("Location", "nowhere"))
+            raise SourceError(
+                f"HTTP {status} from {url}: it redirects to {target}, and an XML-RPC call "
+                "cannot follow a redirect (the POST would become a GET)",
+                "set --pypi-url to the address the redirect names, if you trust it",
+            )
         raise SourceError(
             f"HTTP {status} from {url}",
             "check --pypi-url and that this client is allowed to call it",
         )
+
+
+#: Rows refused in a row before `/readyz` turns red (retrying goes on meanwhile).
+REFUSALS_UNTIL_UNREADY = 3
+#: aiohttp's own default limit for one header line, kept explicit.
+_MAX_HEADER_BYTES = 8190
+
+
+def retry_after(value: str | None) -> float:
+    """Seconds from a Retry-After header (delta seconds); 60 when absent or unreadable.
+
+    An HTTP date, a negative or non-finite number all fall back to 60 s; the caller caps it.
+    """
+    try:
+        delay = float(value) if value is not None else 60.0
+    except ValueError:
+        return 60.0
+    return max(1.0, delay) if math.isfinite(delay) else 60.0
+
+
+def _too_large(url: str, what: str) -> TransientSourceError:
+    return TransientSourceError(
+        f"the answer from {url} {what}, over --max-response-bytes "
+        "(a real 50,000-row page is about 14 MB): not read",
+        "too_large",
+    )

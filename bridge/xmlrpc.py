@@ -37,6 +37,8 @@ _METHOD_NAME = re.compile(r"[A-Za-z0-9_.:/]+")
 _VALUE_ERRORS = (ValueError, TypeError, IndexError, KeyError, ArithmeticError)
 
 _EXCERPT_CHARS = 60
+_FEED_BYTES = 1 << 16
+_MAX_PENDING_BYTES = 1 << 18
 _DETAIL_CHARS = 160
 
 
@@ -44,7 +46,7 @@ class XmlRpcFault(BridgeError):
     """The server answered with an XML-RPC `<fault>` (throttling, bad method, bad argument...)."""
 
     def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"XML-RPC fault {code}: {_one_line(message, 300)}")
+        super().__init__(f"XML-RPC fault {code}: {one_line(message, 300)}")
         self.code = code
         #: The fault string verbatim (throttling faults carry the retry delay in it).
         self.message = message
@@ -75,10 +77,26 @@ def decode_response(body: bytes) -> Any:
     reader = _ResponseReader()
     parser = xmlrpc.client.ExpatParser(reader)
     try:
-        parser.feed(body)
+        # In slices: expat holds the GIL for a whole buffer (seconds for a big one, even when
+        # its first byte is wrong), and it stops at the first slice that is not XML.
+        expat = parser._parser  # type: ignore[attr-defined]
+        for offset in range(0, len(body), _FEED_BYTES):
+            parser.feed(body[offset : offset + _FEED_BYTES])
+            # Expat re-reads an unfinished token (a tag, a comment) from its start with every
+            # slice: past a bound, that is no XML-RPC answer, and reading on would be quadratic.
+            if offset + _FEED_BYTES - expat.CurrentByteIndex > _MAX_PENDING_BYTES:
+                raise _Unfinished(expat.CurrentByteIndex)
         parser.close()
     except _WrongRoot as exc:
         raise _malformed(body, f"the root element is <{exc.tag}>, not <methodResponse>") from None
+    except _Unfinished as exc:
+        raise _malformed(
+            body,
+            f"markup from byte {exc.at} runs on for more than {_MAX_PENDING_BYTES} bytes "
+            "without an end",
+        ) from None
+    except _TooDeep:
+        raise _malformed(body, f"elements nested more than {MAX_DEPTH} deep") from None
     except ExpatError as exc:
         raise _malformed(body, f"not well-formed XML ({exc})") from None
     except xmlrpc.client.ResponseError as exc:
@@ -103,6 +121,23 @@ def decode_changelog(body: bytes) -> list[Row]:
 # --- the generic path: the standard library's unmarshaller, with the root and result checked ---
 
 
+#: Elements nested deeper than this are no journal (a changelog row sits 11 deep): refusing
+#: them keeps the decoded value shallow enough for anything that walks it recursively.
+MAX_DEPTH = 64
+
+
+class _Unfinished(Exception):
+    """Expat has been holding one unfinished token (a tag, a comment...) for too long."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__(at)
+        self.at = at
+
+
+class _TooDeep(Exception):
+    """Raised from inside the expat callback: the body nests elements beyond `MAX_DEPTH`."""
+
+
 class _WrongRoot(Exception):
     """Raised from inside the expat callback to stop at once on a body that is not a response."""
 
@@ -117,6 +152,7 @@ class _ResponseReader(xmlrpc.client.Unmarshaller):
     def __init__(self) -> None:
         super().__init__(use_builtin_types=True)
         self._seen_root = False
+        self._depth = 0
 
     def start(self, tag: str, attrs: dict[str, str]) -> None:
         if not self._seen_root:
@@ -124,7 +160,14 @@ class _ResponseReader(xmlrpc.client.Unmarshaller):
             # The stdlib ignores namespace prefixes on every tag; do the same for the root.
             if tag.rsplit(":", 1)[-1] != "methodResponse":
                 raise _WrongRoot(tag)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise _TooDeep
         super().start(tag, attrs)
+
+    def end(self, tag: str) -> None:
+        self._depth -= 1
+        super().end(tag)
 
     def response(self, body: bytes) -> Any:
         """The single value of a params response; raises for a fault or any other outcome."""
@@ -156,7 +199,7 @@ def _checked_rows(value: Any, body: bytes) -> list[Row]:
             raise _malformed(
                 body,
                 f"changelog row {index} is not [str, str or nil, int, str, int]: "
-                + _one_line(repr(row), _DETAIL_CHARS),
+                + one_line(repr(row), _DETAIL_CHARS),
             )
         rows.append((row[0], row[1], row[2], row[3], row[4]))
     return rows
@@ -178,13 +221,13 @@ def _row_types_ok(row: list[Any]) -> bool:
 def _malformed(body: bytes, what: str) -> TransientSourceError:
     excerpt = ascii(body[:_EXCERPT_CHARS].decode("utf-8", "replace"))
     return TransientSourceError(
-        f"PyPI sent a malformed XML-RPC response: {_one_line(what, _DETAIL_CHARS)} "
+        f"PyPI sent a malformed XML-RPC response: {one_line(what, _DETAIL_CHARS)} "
         f"({len(body)} bytes, starting {excerpt})",
         "malformed",
     )
 
 
-def _one_line(text: str, limit: int) -> str:
+def one_line(text: str, limit: int = 200) -> str:
     """`text` with every control and non-ASCII character escaped, cut to `limit` characters."""
     escaped = ascii(text)[1:-1]
     return escaped if len(escaped) <= limit else escaped[: limit - 3] + "..."
@@ -240,9 +283,15 @@ _FOOT = re.compile(
 # xmlrpc.client's layout (whitespace only between sibling elements) matches the first, a
 # fifth faster; an indented body needs the second.
 _ROW_PATTERNS = (_row_pattern(""), _row_pattern(_WS))
-# re.split returns the text before each match, then its 5 groups: these are the offsets.
-_STRIDE = _ROW_PATTERNS[0].groups + 1
-_NAME, _VERSION, _TIMESTAMP, _ACTION, _SERIAL = range(1, _STRIDE)
+# re.split returns the text before each match, then its 5 groups; once the text between
+# matches is dropped, each row is 5 fields in a row.
+_FIELDS = _ROW_PATTERNS[0].groups
+_STRIDE = _FIELDS + 1
+_NAME, _VERSION, _TIMESTAMP, _ACTION, _SERIAL = range(_FIELDS)
+#: Rows are split a slice of about this many characters at a time: no single regex call (which
+#: holds the GIL) runs long, so a decoding thread leaves the event loop free between slices.
+CHUNK_CHARS = 1 << 20
+_SPACE = re.compile(_WS)
 
 # Every byte XML 1.0 allows: deleting these from a body leaves only the forbidden ones.
 _XML_BYTES = bytes(b for b in range(256) if b >= 0x20 or b in b"\t\n\r")
@@ -273,25 +322,18 @@ def _decode_changelog_fast(body: bytes) -> list[Row] | None:
     foot_at = text.rfind("</data>")
     if head is None or foot_at < head.end() or not _FOOT.fullmatch(text, foot_at):
         return None
-    # Split the whole text, not a copy of the rows' region (a page is ~14 MB): the text before
-    # the first row must then be exactly the head, and the text after the last exactly the foot.
-    start, tail = head.end(), len(text) - foot_at
-    if start == foot_at:
+    start, end = head.end(), foot_at
+    if start == end:
         return []  # an empty page
     for pattern in _ROW_PATTERNS:
-        parts = pattern.split(text)
-        if (
-            len(parts) > 1
-            and len(parts[0]) == start
-            and len(parts[-1]) == tail
-            and not any(parts[_STRIDE:-1:_STRIDE])
-        ):
+        fields = _split_rows(pattern, text, start, end)
+        if fields is not None:
             break
     else:
         return None  # text between rows, or no row shape at all: not ours to judge
-    names = parts[_NAME::_STRIDE]
-    versions = parts[_VERSION::_STRIDE]
-    actions = parts[_ACTION::_STRIDE]
+    names = fields[_NAME::_FIELDS]
+    versions = fields[_VERSION::_FIELDS]
+    actions = fields[_ACTION::_FIELDS]
     if "&" in text:
         try:
             names = _unescape_column(names)
@@ -304,12 +346,50 @@ def _decode_changelog_fast(body: bytes) -> list[Row] | None:
         zip(
             names,
             versions,
-            map(int, parts[_TIMESTAMP::_STRIDE]),
+            map(int, fields[_TIMESTAMP::_FIELDS]),
             actions,
-            map(int, parts[_SERIAL::_STRIDE]),
+            map(int, fields[_SERIAL::_FIELDS]),
             strict=True,
         )
     )
+
+
+def _split_rows(pattern: re.Pattern[str], text: str, start: int, end: int) -> list[str] | None:
+    """The fields of the rows that make up exactly `text[start:end]`, or None.
+
+    The region is cut into slices that end right after a row (after `</array>`, `</value>` and
+    the whitespace that follows); each slice must be rows and nothing else. A cut in the wrong
+    place only makes a slice fail, and the generic path then has the final word.
+    """
+    fields: list[str] = []
+    position = start
+    while position < end:
+        cut = _cut_after_row(text, position + CHUNK_CHARS, end)
+        if cut < 0:
+            return None
+        parts = pattern.split(text[position:cut])
+        if len(parts) == 1 or parts[0] or parts[-1] or any(parts[_STRIDE:-1:_STRIDE]):
+            return None
+        del parts[::_STRIDE]
+        fields.extend(parts)
+        position = cut
+    return fields
+
+
+def _cut_after_row(text: str, at: int, end: int) -> int:
+    """Where the slice that should end near `at` ends: right after a row, or `end`.
+
+    No row is near a slice long (a real one is well under a kilobyte): if no row ends within
+    a slice's length after `at`, the region is not rows, and -1 says so.
+    """
+    if at >= end:
+        return end
+    close = text.find("</array>", at, min(end, at + CHUNK_CHARS))
+    close = -1 if close < 0 else text.find("</value>", close, min(end, close + CHUNK_CHARS))
+    if close < 0:
+        return -1
+    found = _SPACE.match(text, close + len("</value>"), end)
+    return found.end() if found else end
 
 
 def _unescape_column(column: list[str]) -> list[str]:

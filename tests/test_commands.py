@@ -100,7 +100,7 @@ async def test_run_without_bootstrap_servers_starts_the_embedded_broker(tmp_path
     ("args", "env", "expected"),
     [
         (["run", "--poll-interval", "soon"], {}, "argument --poll-interval: 'soon'"),
-        (["run", "--start-serial", "-4"], {}, "expected a serial (0 or more) or 'latest'"),
+        (["run", "--start-serial", "-4"], {}, "expected a serial (0 to 2147483647) or 'latest'"),
         (["run"], {"PYPI_BRIDGE_PARTITIONS": "zero"}, "PYPI_BRIDGE_PARTITIONS"),
         (["run", "--security-protocol", "SASL_SSL"], {}, "needs a SASL mechanism"),
         (["run", "--start-serial", "10", "--stop-at-serial", "5"], {}, "is before --start-serial"),

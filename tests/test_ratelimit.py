@@ -1,0 +1,169 @@
+"""PyPI's rate-limit headers, followed by a real bridge against the simulator's real limiter.
+
+The simulator counts every call per client over a moving window and answers the throttling
+fault once the quota is used, exactly as PyPI does; its answers carry the draft-10 headers
+(or the older triple). The quotas here are PyPI's rate, 3,600 an hour, scaled down to a
+minute so that the window turns over within the test.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bridge.broker import EmbeddedBroker, free_port
+from tests.conftest import Figures
+from tests.support import Process, Simulator, bridge_command, run_audit, start, start_simulator
+
+pytestmark = pytest.mark.slow
+
+
+def limited_simulator(tmp_path: Path, quota: int, window: int, *extra: str) -> Simulator:
+    # support.py turns the limiter off by default; the last --rate-limit given wins.
+    return start_simulator(
+        tmp_path, "--rate-limit", str(quota), "--rate-limit-window", str(window), *extra
+    )
+
+
+def run_bridge(
+    sim: Simulator, broker: EmbeddedBroker, prefix: str, log: Path, *extra: str
+) -> tuple[Process, int]:
+    port = free_port()
+    process = start(
+        bridge_command(
+            "run",
+            "--pypi-url",
+            sim.url,
+            "--bootstrap-servers",
+            broker.bootstrap_servers,
+            "--topic-prefix",
+            prefix,
+            "--http-port",
+            str(port),
+            "--start-serial",
+            "0",
+            *extra,
+        ),
+        log,
+    )
+    return process, port
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+    raise AssertionError(f"{name} not exported")
+
+
+@pytest.mark.parametrize("headers", ["draft-10", "legacy"])
+def test_a_long_steady_poll_never_meets_the_throttling_fault(
+    broker: EmbeddedBroker, tmp_path: Path, figures: Figures, headers: str
+) -> None:
+    """60 calls a minute (PyPI's 3,600 an hour): a bridge told to poll 5 times a second
+    would run out in 12 s; following the headers it polls for 100 s and is never throttled."""
+    sim = limited_simulator(
+        tmp_path, 60, 60, "--prefill", "500", "--rate", "1", "--rate-limit-headers", headers
+    )
+    try:
+        process, port = run_bridge(
+            sim,
+            broker,
+            f"steady-{headers}",
+            tmp_path / "bridge.log",
+            "--min-request-interval",
+            "0.2",
+            "--poll-interval",
+            "0.2",
+        )
+        time.sleep(100)
+        remaining = metric(port, "pypi_bridge_source_quota_remaining")
+        assert process.stop(signal.SIGTERM) == 0, process.output()[-3000:]
+        state = sim.state()
+    finally:
+        sim.stop()
+    output = process.output()
+    assert state["throttled"] == 0, output[-3000:]
+    assert "throttling" not in output
+    assert state["calls"] >= 60, state  # it kept polling through more than a whole window
+    assert remaining >= 0
+    figures.add(
+        f"steady poll, 60 calls/min quota, {headers} headers",
+        f"{state['calls']} calls in 100 s, 0 throttled",
+    )
+
+
+def test_a_backfill_uses_the_quota_it_has(
+    broker: EmbeddedBroker, tmp_path: Path, figures: Figures
+) -> None:
+    """61 pages against a quota of 200 a minute: no call waits on the quota."""
+    sim = limited_simulator(
+        tmp_path, 200, 60, "--prefill", "30000", "--rate", "0", "--page-size", "500"
+    )
+    try:
+        last = sim.state()["last_serial"]  # the control API is not rate-limited
+        started = time.monotonic()
+        process, _ = run_bridge(
+            sim,
+            broker,
+            "quota-to-spare",
+            tmp_path / "bridge.log",
+            "--min-request-interval",
+            "0",
+            "--stop-at-serial",
+            str(last),
+        )
+        code = process.wait(120)
+        elapsed = time.monotonic() - started
+        state = sim.state()
+        audited, report = run_audit(sim, broker.bootstrap_servers, "quota-to-spare", "--strict")
+    finally:
+        sim.stop()
+    assert code == 0, process.output()[-3000:]
+    assert audited == 0, report
+    assert state["throttled"] == 0
+    # Spread evenly over the window, 62 calls would take 62 * 60 / 200 = 18.6 s at least.
+    assert elapsed < 18, f"{elapsed:.1f} s: the backfill was slowed with quota to spare"
+    figures.add("backfill with quota to spare (30,000 rows, 61 pages)", f"{elapsed:.1f} s")
+
+
+def test_a_backfill_bigger_than_the_quota_is_spread_and_never_throttled(
+    broker: EmbeddedBroker, tmp_path: Path, figures: Figures
+) -> None:
+    """40 pages against 30 calls per 20 s: the last tenth of each window is spread over
+    what is left of it, and the moving window lets calls back in as old ones age out."""
+    sim = limited_simulator(
+        tmp_path, 30, 20, "--prefill", "20000", "--rate", "0", "--page-size", "500"
+    )
+    try:
+        last = sim.state()["last_serial"]  # the control API is not rate-limited
+        started = time.monotonic()
+        process, _ = run_bridge(
+            sim,
+            broker,
+            "quota-spread",
+            tmp_path / "bridge.log",
+            "--min-request-interval",
+            "0",
+            "--stop-at-serial",
+            str(last),
+        )
+        code = process.wait(180)
+        elapsed = time.monotonic() - started
+        state = sim.state()
+        audited, report = run_audit(sim, broker.bootstrap_servers, "quota-spread", "--strict")
+    finally:
+        sim.stop()
+    output = process.output()
+    assert code == 0, output[-3000:]
+    assert audited == 0, report
+    assert state["throttled"] == 0, output[-3000:]
+    figures.add(
+        "backfill over the quota (40 pages, 30 calls per 20 s)",
+        f"{elapsed:.1f} s, {state['calls']} calls, 0 throttled",
+    )
