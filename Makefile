@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit system-deps kafka-jars kafka bench clean
+.PHONY: demo test lint typecheck unit system-deps kafka-jars kafka bench fuzz clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "make: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3'"; exit 1; }
@@ -65,6 +65,12 @@ test: $(STAMP) system-deps kafka-jars lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.backfill
+
+# Coverage-guided fuzzing (atheris) of bytes -> decoder -> row rule -> parser -> record, for
+# FUZZ_SECONDS (`make fuzz FUZZ_SECONDS=3600`); `make test` runs a bounded run (tests/test_fuzz.py).
+FUZZ_SECONDS ?= 600
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.fuzz --seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

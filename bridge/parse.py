@@ -3,7 +3,20 @@
 The catalog is JOURNAL.md's: today's Warehouse texts, retired Warehouse texts and the legacy PyPI
 texts. Anything else becomes `unknown`, carrying the raw row: the journal is the source of truth
 and a row the bridge does not understand must still be delivered. `parse_row` never raises on a
-row of the right shape (a property-based test proves it).
+row of the right shape (a property-based test and the changelog fuzz target prove it).
+
+`add ...` is the one ambiguous text: `add {python_version} file {filename}` (an upload) and
+`add {role} {who}` (a grant) overlap, because an upload label is free text that may hold spaces,
+legacy PyPI wrote upload rows with a nil version from March 2005 to July 2007, and a team name
+may hold spaces and the word ` file `. The rules, right for every row of the catalog:
+
+- an upload splits on the last ` file `: filenames hold no spaces, so whatever precedes it is the
+  label (`add Python 3.11 file foo-1.0.tar.gz` has the label `Python 3.11`);
+- a row with a version names a release, and role rows never do: it is an upload if it has that
+  shape (`add Owner x file y.whl` at version 1.0 is an upload labelled `Owner x`);
+- a row without one (nil, or empty) is a grant when its first word is a role word
+  (`add Maintainer core file team` grants the team `core file team`), else an upload of legacy
+  PyPI's, with a null version (`add 2.4 file foo-1.0.tar.gz` in 2006).
 """
 
 from __future__ import annotations
@@ -101,26 +114,35 @@ def _role_parts(rest: str) -> tuple[str, str] | None:
     return None
 
 
+def _upload(rest: str) -> _Match:
+    """`{python_version} file {filename}`: the label is free text (spaces, even ` file `), the
+    filename holds no space, so the last ` file ` is the separator."""
+    at = rest.rfind(" file ")
+    if at < 0:
+        return None
+    python_version, filename = rest[:at], rest[at + 6 :]
+    if not filename or " " in filename:
+        return None
+    name = decode_text(filename)
+    return ev.FileAdded, {
+        "filename": name,
+        "python_version": decode_text(python_version),
+        "package_type": package_type(name),
+    }
+
+
 def _add(rest: str, version: str | None) -> _Match:
     if rest.startswith("url "):
         return ev.ReleaseUrlAdded, {"url": decode_text(rest[4:])}
     if rest.startswith("alternate repository "):
         return _alternate_repository(rest, " to project ", ev.ProjectAlternateRepositoryAdded)
-    if version is not None:
-        at = rest.rfind(" file ")
-        if at >= 0:
-            python_version, filename = rest[:at], rest[at + 6 :]
-            if filename and " " not in filename and " " not in python_version:
-                name = decode_text(filename)
-                return ev.FileAdded, {
-                    "filename": name,
-                    "python_version": decode_text(python_version),
-                    "package_type": package_type(name),
-                }
     parts = _role_parts(rest)
-    if parts is not None:
-        return ev.RoleAdded, {"role": parts[0], "principal": parts[1]}
-    return None
+    grant = None if parts is None else (ev.RoleAdded, {"role": parts[0], "principal": parts[1]})
+    if grant is not None and not version:
+        # Role rows carry no version; upload labels starting with a role word are not real.
+        return grant
+    # With a version, or without one and no role word (legacy PyPI's nil-version uploads).
+    return _upload(rest) or grant
 
 
 def _remove(rest: str, version: str | None) -> _Match:

@@ -33,8 +33,10 @@ _METHOD_NAME = re.compile(r"[A-Za-z0-9_.:/]+")
 
 # Exceptions the standard library's unmarshaller lets escape on a bad value: int()/float() on
 # junk, a bad boolean, an unhashable struct key, an odd struct, a bad base64 or dateTime, a bad
-# bigdecimal (decimal.InvalidOperation is an ArithmeticError).
-_VALUE_ERRORS = (ValueError, TypeError, IndexError, KeyError, ArithmeticError)
+# bigdecimal (decimal.InvalidOperation is an ArithmeticError); LookupError (KeyError and
+# IndexError among them) also covers an XML declaration naming an encoding Python lacks, or a
+# codec that is not a text encoding (found by the fuzzer: encoding='UTF-6').
+_VALUE_ERRORS = (ValueError, TypeError, LookupError, ArithmeticError)
 
 _EXCERPT_CHARS = 60
 _FEED_BYTES = 1 << 16

@@ -495,3 +495,16 @@ def test_call_refuses_a_method_name_xmlrpc_does_not_allow() -> None:
 def test_call_refuses_ints_beyond_32_bits() -> None:
     with pytest.raises(OverflowError):
         encode_call("changelog_since_serial", [2**31])
+
+
+@pytest.mark.parametrize("encoding", ["UTF-6", "rot13", "hex", "base64"])
+def test_a_declared_encoding_python_cannot_decode_is_malformed_not_a_lookup_error(
+    encoding: str,
+) -> None:
+    """Found by the fuzzer (tests/fuzz/corpus/changelog/regression-xmlrpc-unknown-encoding):
+    expat asks Python for the declared codec, and its LookupError escaped every handler."""
+    body = f"<?xml version='1.0' encoding='{encoding}'?><methodResponse/>".encode()
+    with pytest.raises(TransientSourceError, match="malformed XML-RPC response"):
+        decode_changelog(body)
+    with pytest.raises(TransientSourceError, match="malformed XML-RPC response"):
+        decode_response(body)
