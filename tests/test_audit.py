@@ -68,6 +68,18 @@ def test_duplicate_on_one_partition_is_dropped_by_consumers_and_fails_only_stric
     assert audit([*records, again], strict=True)["clean"] is False
 
 
+def test_a_lenient_verdict_never_calls_duplicates_plain_clean() -> None:
+    records = published(ROWS)
+    again = dataclasses.replace(records[2], offset=99)
+    report = compare(ROWS, [*records, again], ROUTER, 10, 17, False)
+    verdict = report.describe().splitlines()[-1]
+    assert verdict.startswith("CLEAN FOR CONSUMERS, WITH 1 DUPLICATES")
+    assert report.as_dict()["exactly_once"] is False
+    exact = compare(ROWS, records, ROUTER, 10, 17, False)
+    assert exact.describe().splitlines()[-1] == "CLEAN: every entry exactly once"
+    assert exact.as_dict()["exactly_once"] is True
+
+
 def test_duplicate_on_another_partition_is_visible_and_fails() -> None:
     records = published(ROWS)
     elsewhere = dataclasses.replace(records[2], partition=1)

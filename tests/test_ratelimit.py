@@ -12,6 +12,7 @@ import signal
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,12 +99,13 @@ def test_a_long_steady_poll_never_meets_the_throttling_fault(
     )
 
 
-def test_a_backfill_uses_the_quota_it_has(
-    broker: EmbeddedBroker, tmp_path: Path, figures: Figures
-) -> None:
-    """61 pages against a quota of 200 a minute: no call waits on the quota."""
+def limited_backfill(
+    broker: EmbeddedBroker, tmp_path: Path, prefix: str, quota: int, window: int, rows: int
+) -> tuple[float, dict[str, Any]]:
+    """Backfill `rows` rows (500-row pages) against `quota` calls per `window` seconds; the
+    seconds it took and the simulator's state once it exited 0 and audited clean."""
     sim = limited_simulator(
-        tmp_path, 200, 60, "--prefill", "30000", "--rate", "0", "--page-size", "500"
+        tmp_path, quota, window, "--prefill", str(rows), "--rate", "0", "--page-size", "500"
     )
     try:
         last = sim.state()["last_serial"]  # the control API is not rate-limited
@@ -111,22 +113,30 @@ def test_a_backfill_uses_the_quota_it_has(
         process, _ = run_bridge(
             sim,
             broker,
-            "quota-to-spare",
+            prefix,
             tmp_path / "bridge.log",
             "--min-request-interval",
             "0",
             "--stop-at-serial",
             str(last),
         )
-        code = process.wait(120)
+        code = process.wait(180)
         elapsed = time.monotonic() - started
         state = sim.state()
-        audited, report = run_audit(sim, broker.bootstrap_servers, "quota-to-spare", "--strict")
+        audited, report = run_audit(sim, broker.bootstrap_servers, prefix, "--strict")
     finally:
         sim.stop()
     assert code == 0, process.output()[-3000:]
     assert audited == 0, report
-    assert state["throttled"] == 0
+    assert state["throttled"] == 0, process.output()[-3000:]
+    return elapsed, state
+
+
+def test_a_backfill_uses_the_quota_it_has(
+    broker: EmbeddedBroker, tmp_path: Path, figures: Figures
+) -> None:
+    """61 pages against a quota of 200 a minute: no call waits on the quota."""
+    elapsed, _ = limited_backfill(broker, tmp_path, "quota-to-spare", 200, 60, 30_000)
     # Spread evenly over the window, 62 calls would take 62 * 60 / 200 = 18.6 s at least.
     assert elapsed < 18, f"{elapsed:.1f} s: the backfill was slowed with quota to spare"
     figures.add("backfill with quota to spare (30,000 rows, 61 pages)", f"{elapsed:.1f} s")
@@ -137,32 +147,7 @@ def test_a_backfill_bigger_than_the_quota_is_spread_and_never_throttled(
 ) -> None:
     """40 pages against 30 calls per 20 s: the last tenth of each window is spread over
     what is left of it, and the moving window lets calls back in as old ones age out."""
-    sim = limited_simulator(
-        tmp_path, 30, 20, "--prefill", "20000", "--rate", "0", "--page-size", "500"
-    )
-    try:
-        last = sim.state()["last_serial"]  # the control API is not rate-limited
-        started = time.monotonic()
-        process, _ = run_bridge(
-            sim,
-            broker,
-            "quota-spread",
-            tmp_path / "bridge.log",
-            "--min-request-interval",
-            "0",
-            "--stop-at-serial",
-            str(last),
-        )
-        code = process.wait(180)
-        elapsed = time.monotonic() - started
-        state = sim.state()
-        audited, report = run_audit(sim, broker.bootstrap_servers, "quota-spread", "--strict")
-    finally:
-        sim.stop()
-    output = process.output()
-    assert code == 0, output[-3000:]
-    assert audited == 0, report
-    assert state["throttled"] == 0, output[-3000:]
+    elapsed, state = limited_backfill(broker, tmp_path, "quota-spread", 30, 20, 20_000)
     figures.add(
         "backfill over the quota (40 pages, 30 calls per 20 s)",
         f"{elapsed:.1f} s, {state['calls']} calls, 0 throttled",
