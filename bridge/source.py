@@ -86,7 +86,9 @@ class Backoff:
         self._rng = rng or random.Random()
 
     def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * 2**self.attempt)
+        # The exponent stops growing once the cap is reached: 2.0**1024 would overflow, and a
+        # long outage does reach a thousand attempts.
+        ceiling = min(self.cap, self.base * 2.0 ** min(self.attempt, 64))
         self.attempt += 1
         return self._rng.uniform(ceiling / 2, ceiling)
 

@@ -419,20 +419,29 @@ def test_a_source_that_keeps_breaking_the_contract_is_not_ready(
         process = bridge(
             proxy, broker, "unready", journal[-1][4], tmp_path / "bridge.log", http_port=port
         )
-        body = asyncio.run(wait_for_readiness(port, 503, 60))
-        assert "broke the journal's contract" in str(body["detail"]), body
-        metrics = _get(port, "/metrics")
-        refusals = [
-            float(line.split()[-1])
-            for line in metrics.splitlines()
-            if line.startswith("pypi_bridge_source_consecutive_refusals ")
-        ]
-        assert refusals, metrics
-        assert refusals[0] >= 3, metrics
-        assert 'outcome="refused"' in metrics
-        proxy.clear()
-        asyncio.run(wait_for_readiness(port, 200, 60))
-        finished_cleanly(process, proxy, broker, "unready")
+        try:
+            # A replica is also 503 while it starts: wait for the reason this test is about.
+            deadline = time.monotonic() + 60
+            while True:
+                body = asyncio.run(wait_for_readiness(port, 503, 60))
+                if "broke the journal's contract" in str(body["detail"]):
+                    break
+                assert time.monotonic() < deadline, body
+                time.sleep(0.2)
+            metrics = _get(port, "/metrics")
+            refusals = [
+                float(line.split()[-1])
+                for line in metrics.splitlines()
+                if line.startswith("pypi_bridge_source_consecutive_refusals ")
+            ]
+            assert refusals, metrics
+            assert refusals[0] >= 3, metrics
+            assert 'outcome="refused"' in metrics
+            proxy.clear()
+            asyncio.run(wait_for_readiness(port, 200, 60))
+            finished_cleanly(process, proxy, broker, "unready")
+        finally:
+            process.stop(signal.SIGKILL)
 
 
 def _get(port: int, path: str) -> str:

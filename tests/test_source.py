@@ -76,3 +76,10 @@ async def test_calls_keep_the_minimum_interval() -> None:
     await client._pace()
     await client._pace()
     assert slept == pytest.approx([0.7, 1.0])
+
+
+def test_backoff_survives_thousands_of_attempts() -> None:
+    """Found by the CI run of the hostile tests: attempt 1,024 overflowed 2**attempt."""
+    backoff = Backoff(base=0.5, cap=60.0)
+    delays = [backoff.next_delay() for _ in range(5000)]
+    assert 30.0 <= delays[-1] <= 60.0
