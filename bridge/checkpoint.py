@@ -84,9 +84,9 @@ def checkpoint_key(prefix: str) -> bytes:
 class WarmReader:
     """A recovery reader connected while the replica stands by, so a takeover need not connect.
 
-    Connecting, the first metadata answer and finding the bridge's partitions do not need the
-    lead; a standby does them beside its group join. Once elected, the sink reads the checkpoint
-    (and, without transactions, the records after it) with this reader instead of a new one. It
+    Connecting, the first metadata answer and finding the checkpoint's partition do not need
+    the lead; a standby does them beside its group join. Once elected, the sink reads the
+    checkpoint with this reader instead of a new one. It
     reads nothing before the election: in transactional mode only the new leader's
     InitProducerId settles the old leader's open transaction, and the read must follow it.
     """
@@ -105,10 +105,7 @@ class WarmReader:
         """Connect and learn the partitions; a failure leaves the reader unused, not broken."""
         try:
             await self.client.start()
-            topics = [checkpoint_topic(self.prefix)]
-            if not self.committed_only:
-                topics += event_topics(self.prefix)  # high-water recovery reads them too
-            await partitions_of(self.client, topics)
+            await partitions_of(self.client, [checkpoint_topic(self.prefix)])
         except (KafkaError, BridgeError) as exc:
             log.debug("recovery reader not warmed up (%s); the term opens its own", exc)
             return
@@ -161,10 +158,7 @@ async def read_checkpoint(
 
 
 async def landed_serials(
-    kafka: KafkaSettings,
-    prefix: str,
-    checkpoint: Checkpoint | None,
-    warm: WarmReader | None = None,
+    kafka: KafkaSettings, prefix: str, checkpoint: Checkpoint | None
 ) -> tuple[set[int], dict[str, list[int]]]:
     """Serials after the checkpoint that already sit in the event topics, and the end offsets.
 
@@ -172,7 +166,10 @@ async def landed_serials(
     transactions those records are visible; the sink must not send them again.
     """
     try:
-        async with _reader(kafka, committed_only=False, warm=warm) as client:
+        # Always a reader of its own: once a consumer is assigned partitions, aiokafka asks for
+        # the metadata of those topics only, so the warm reader (assigned the checkpoint's)
+        # would never learn of the event topics.
+        async with _reader(kafka, committed_only=False, warm=None) as client:
             partitions = await partitions_of(client, event_topics(prefix))
             known = checkpoint.offsets if checkpoint else {}
             begins = await client.beginning_offsets(partitions)

@@ -131,7 +131,7 @@ class Sink:
             self._offsets = dict(self.checkpoint.offsets) if self.checkpoint else {}
         else:
             self._landed, self._offsets = await landed_serials(
-                self.kafka, self.topics.prefix, self.checkpoint, self.warm
+                self.kafka, self.topics.prefix, self.checkpoint
             )
         if self.checkpoint is not None:
             self.metrics.committed_serial.set(self.checkpoint.serial)
