@@ -278,6 +278,11 @@ class PyPIClient:
     def _note_refusal(self, error: RefusedPage | None) -> None:
         """Count refused answers in a row; after a few, `/readyz` says why."""
         if error is None:
+            if self.refusals >= REFUSALS_UNTIL_UNREADY:
+                log.info(
+                    "PyPI's answers keep the journal's contract again, after %d refused: ready",
+                    self.refusals,
+                )
             if self.refusals and self.health is not None:
                 self.health.source_problem = None
             self.refusals = 0
