@@ -202,3 +202,18 @@ def run_audit(sim: Simulator, bootstrap: str, prefix: str, *extra: str) -> tuple
         check=False,
     )
     return completed.returncode, completed.stdout + completed.stderr
+
+
+def metrics_text(port: int) -> str:
+    """A replica's /metrics, as Prometheus would scrape it."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text: str = r.read().decode()
+    return text
+
+
+def metric(port: int, name: str) -> float:
+    """The value of the unlabelled series `name` on a replica's /metrics."""
+    for line in metrics_text(port).splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not exported")

@@ -23,7 +23,16 @@ import pytest
 from bridge.broker import EmbeddedBroker, free_port
 from bridge.parse import Row
 from tests.hostile import Answer, HostileProxy, fault_answer, repeated, rows_answer
-from tests.support import Process, Simulator, bridge_command, run_audit, start, start_simulator
+from tests.support import (
+    Process,
+    Simulator,
+    bridge_command,
+    metric,
+    metrics_text,
+    run_audit,
+    start,
+    start_simulator,
+)
 from tests.test_faults import wait_for_readiness
 
 pytestmark = pytest.mark.slow
@@ -428,24 +437,11 @@ def test_a_source_that_keeps_breaking_the_contract_is_not_ready(
                     break
                 assert time.monotonic() < deadline, body
                 time.sleep(0.2)
-            metrics = _get(port, "/metrics")
-            refusals = [
-                float(line.split()[-1])
-                for line in metrics.splitlines()
-                if line.startswith("pypi_bridge_source_consecutive_refusals ")
-            ]
-            assert refusals, metrics
-            assert refusals[0] >= 3, metrics
-            assert 'outcome="refused"' in metrics
+            assert metric(port, "pypi_bridge_source_consecutive_refusals") >= 3
+            assert 'outcome="refused"' in metrics_text(port)
             proxy.clear()
             # The backfill may finish (and the bridge exit) before /readyz is polled again.
             output = finished_cleanly(process, proxy, broker, "unready")
             assert "keep the journal's contract again" in output, output[-3000:]
         finally:
             process.stop(signal.SIGKILL)
-
-
-def _get(port: int, path: str) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
-        text: str = r.read().decode()
-    return text

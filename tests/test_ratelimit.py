@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,15 @@ import pytest
 
 from bridge.broker import EmbeddedBroker, free_port
 from tests.conftest import Figures
-from tests.support import Process, Simulator, bridge_command, run_audit, start, start_simulator
+from tests.support import (
+    Process,
+    Simulator,
+    bridge_command,
+    metric,
+    run_audit,
+    start,
+    start_simulator,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -52,14 +59,6 @@ def run_bridge(
         log,
     )
     return process, port
-
-
-def metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[-1])
-    raise AssertionError(f"{name} not exported")
 
 
 @pytest.mark.parametrize("headers", ["draft-10", "legacy"])
