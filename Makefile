@@ -61,7 +61,7 @@ unit: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"
 
 test: $(STAMP) system-deps kafka-jars lint typecheck
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra --durations=25
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.backfill

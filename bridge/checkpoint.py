@@ -10,6 +10,7 @@ and the sink skips those instead of sending them twice.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -101,10 +102,16 @@ class WarmReader:
         )
         self.ready = False
 
-    async def start(self) -> None:
-        """Connect and learn the partitions; a failure leaves the reader unused, not broken."""
+    async def start(self, topics_exist: asyncio.Event | None = None) -> None:
+        """Connect and learn the partitions; a failure leaves the reader unused, not broken.
+
+        Connecting runs beside the topic check; asking for the checkpoint topic's metadata waits
+        for `topics_exist` (a broker that auto-creates topics would create it with its defaults).
+        """
         try:
             await self.client.start()
+            if topics_exist is not None:
+                await topics_exist.wait()
             await partitions_of(self.client, [checkpoint_topic(self.prefix)])
         except (KafkaError, BridgeError) as exc:
             log.debug("recovery reader not warmed up (%s); the term opens its own", exc)

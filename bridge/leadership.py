@@ -210,6 +210,18 @@ class Leadership:
         self._prefixes = bridge_prefixes(prefix)
 
     async def start(self) -> None:
+        """Connect, then join the group (`connect()` and `join()` in one)."""
+        await self.connect()
+        await self.join()
+
+    async def connect(self) -> None:
+        """Connect and find the group's coordinator: the part of joining that names no topic.
+
+        It can run beside the topic check. Subscribing asks for the coordination topic's
+        metadata, and a broker with `auto.create.topics.enable` would create a missing topic then
+        with its own defaults, so `join()` follows the topic check. A failure leaves nothing
+        open: `connect()` may be called again.
+        """
         options: dict[str, Any] = {
             "group_id": self.group_id,
             "client_id": f"pypi-bridge-{self.replica_id}",
@@ -220,10 +232,27 @@ class Leadership:
             "rebalance_timeout_ms": int(self.session_timeout * 1000) * 3,
             "partition_assignment_strategy": (leader_assignor(self._claims_leadership),),
         }
-        self._consumer = consumer(self.kafka, **options)
-        self._watch_renewals(self._consumer)
+        member = consumer(self.kafka, **options)
+        self._watch_renewals(member)
+        try:
+            await member.start()
+            coordinator = getattr(member, "_coordinator", None)
+            if coordinator is not None:
+                await coordinator.ensure_coordinator_known()
+        except BaseException:
+            with contextlib.suppress(KafkaError):
+                await member.stop()
+            raise
+        self._consumer = member
+
+    async def join(self) -> None:
+        """Subscribe to the coordination topic (it exists by now) and keep the membership alive."""
+        assert self._consumer is not None, "connect() first"
+        # The group's leader assigns from the metadata it holds: have the topic's before the join
+        # (as `start()` of a consumer subscribed beforehand does), or the first assignment is
+        # empty and the group runs leaderless until a metadata refresh.
+        await self._consumer._client._wait_on_metadata(self.topic)
         self._consumer.subscribe([self.topic], listener=_Listener(self))
-        await self._consumer.start()
         self._pump = asyncio.create_task(self._keep_member(), name="leadership-pump")
         log.info("joined the leader group %s as %s", self.group_id, self.replica_id)
 

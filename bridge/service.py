@@ -77,21 +77,6 @@ class Replica:
 
     async def _serve(self, stop: asyncio.Event) -> int:
         settings = self.settings
-        backoff = Backoff(base=1.0, cap=30.0)
-        while not stop.is_set():
-            try:
-                await ensure_topics(settings.kafka, settings.topics)
-                break
-            except BrokerError as exc:
-                self.health.broker_reachable = False
-                self.health.detail = str(exc)
-                self.metrics.errors.labels("sink").inc()
-                delay = backoff.next_delay()
-                log.warning("%s; retrying in %.0f s", exc, delay)
-                await _sleep_or_stop(stop, delay)
-        if stop.is_set():
-            return 0
-        self.health.broker_reachable = True
         leadership = Leadership(
             settings.kafka,
             settings.topics.prefix,
@@ -101,38 +86,70 @@ class Replica:
         )
         leadership.on_lose = self._end_term
         self._leadership = leadership
-        # Connecting the recovery reader does not need the lead: it runs beside the join.
+        # What does not need the lead runs beside the topic check and the join: connecting the
+        # group member and finding its coordinator, connecting the recovery reader.
+        topics_exist = asyncio.Event()
         self._warm = WarmReader(
             settings.kafka, settings.topics.prefix, committed_only=settings.delivery != "high-water"
         )
-        self._warming = asyncio.create_task(self._warm.start(), name="warm-reader")
+        self._warming = asyncio.create_task(self._warm.start(topics_exist), name="warm-reader")
+        connecting = asyncio.create_task(leadership.connect(), name="leadership-connect")
         try:
-            await leadership.start()
-        except AUTHORIZATION_ERRORS as exc:
-            await self._stop_warm_reader()
-            await leadership.stop()
-            prefixes = bridge_prefixes(settings.topics.prefix)
-            problem = "cannot join the leader group"
-            raise await failure(settings.kafka, exc, problem, "Read", prefixes) from None
-        self.health.role = "standby"
-        self.health.detail = "standing by"
-        self.joined.set()
-        watcher = asyncio.create_task(self._watch_broker(stop), name="broker-watch")
-        try:
-            return await self._lead_when_elected(leadership, stop)
+            if not await self._check_topics(stop):
+                return 0
+            topics_exist.set()
+            try:
+                await _connected(connecting, leadership)
+                await leadership.join()
+            except AUTHORIZATION_ERRORS as exc:
+                prefixes = bridge_prefixes(settings.topics.prefix)
+                problem = "cannot join the leader group"
+                raise await failure(settings.kafka, exc, problem, "Read", prefixes) from None
+            self.health.role = "standby"
+            self.health.detail = "standing by"
+            self.joined.set()
+            watcher = asyncio.create_task(self._watch_broker(stop), name="broker-watch")
+            try:
+                return await self._lead_when_elected(leadership, stop)
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+                await self._end_term()
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-            await self._end_term()
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await connecting  # its failure, if any, was reported or is beside the point
             await self._stop_warm_reader()
             await leadership.stop()
 
+    async def _check_topics(self, stop: asyncio.Event) -> bool:
+        """Create the missing topics, retrying while Kafka is away; False if stopped first."""
+        backoff = Backoff(base=1.0, cap=30.0)
+        while not stop.is_set():
+            try:
+                await ensure_topics(self.settings.kafka, self.settings.topics)
+            except BrokerError as exc:
+                self.health.broker_reachable = False
+                self.health.detail = str(exc)
+                self.metrics.errors.labels("sink").inc()
+                delay = backoff.next_delay()
+                log.warning("%s; retrying in %.0f s", exc, delay)
+                await _sleep_or_stop(stop, delay)
+            else:
+                self.health.broker_reachable = True
+                return True
+        return False
+
     async def _stop_warm_reader(self) -> None:
+        # A reader still connecting (Kafka away) is cancelled: a stop does not wait for it.
         if self._warming is not None:
-            await self._warming
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warming
         if self._warm is not None:
-            await self._warm.stop()
+            with contextlib.suppress(KafkaError):
+                await self._warm.stop()
         self._warm = self._warming = None
 
     async def _lead_when_elected(self, leadership: Leadership, stop: asyncio.Event) -> int:
@@ -283,6 +300,21 @@ def _with_bootstrap(settings: RunSettings, servers: str) -> RunSettings:
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def _connected(connecting: asyncio.Task[None], leadership: Leadership) -> None:
+    """The group member's connection made beside the topic check, or made again now.
+
+    Kafka may have been away while it was made (the topic check waited for it then), so a
+    connection that failed is made once more; a second failure is the caller's.
+    """
+    try:
+        await connecting
+    except AUTHORIZATION_ERRORS:
+        raise
+    except KafkaError as exc:
+        log.debug("connecting to the leader group failed (%s); connecting again", exc)
+        await leadership.connect()
 
 
 async def _first(*waits: Awaitable[object]) -> None:
