@@ -45,6 +45,10 @@ class Checkpoint:
     replica: str = ""
     mode: str = ""
     written_at: float = 0.0
+    #: Normalized names of the projects under quarantine (the project index's status).
+    quarantined: tuple[str, ...] = ()
+    #: Whether the project index was seeded from `list_packages_with_serial` (once, ever).
+    index_seeded: bool = False
 
     def encode(self) -> bytes:
         return orjson.dumps(
@@ -56,6 +60,8 @@ class Checkpoint:
                 "replica": self.replica,
                 "mode": self.mode,
                 "written_at": self.written_at or time.time(),
+                "quarantined": self.quarantined,
+                "index_seeded": self.index_seeded,
             }
         )
 
@@ -70,6 +76,8 @@ class Checkpoint:
                 replica=str(data.get("replica", "")),
                 mode=str(data.get("mode", "")),
                 written_at=float(data.get("written_at", 0.0)),
+                quarantined=tuple(str(k) for k in data.get("quarantined", ())),
+                index_seeded=bool(data.get("index_seeded", False)),
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ContractError(

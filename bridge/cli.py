@@ -33,11 +33,14 @@ from bridge.config import (
     environment,
     kafka_settings,
     non_negative_float,
+    non_negative_int,
     port,
     positive_float,
     positive_int,
     run_settings,
+    source_settings,
     topic_prefix,
+    without_password,
 )
 from bridge.errors import BridgeError, ConfigError
 
@@ -45,12 +48,43 @@ log = logging.getLogger("bridge")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 log_level = choice(*_LOG_LEVELS)
 
+
+def _point_in_time(text: str) -> float:
+    from bridge.consumer import parse_time
+
+    return parse_time(text)
+
+
 CONSUME_FLAGS = (
     *KAFKA_FLAGS,
     Flag("topic-prefix", topic_prefix, "pypi", "topics are named {prefix}.{event type}"),
     Flag("type", str, None, "event type or glob (repeatable), e.g. release.* ", repeatable=True),
     Flag(
         "from-beginning", boolean, False, "start at the oldest event (new groups)", is_switch=True
+    ),
+    Flag("from-serial", non_negative_int, None, "start after this journal serial"),
+    Flag(
+        "from-time",
+        _point_in_time,
+        None,
+        "start at this journal time (RFC 3339 such as 2026-12-03T12:00:00Z, or POSIX seconds)",
+    ),
+    Flag(
+        "until-caught-up",
+        boolean,
+        False,
+        "exit 0 once everything up to the newest watermark at start is printed",
+        is_switch=True,
+    ),
+    Flag(
+        "ordered", boolean, False, "print in serial order across the chosen types", is_switch=True
+    ),
+    Flag(
+        "project",
+        str,
+        None,
+        "only this project's events (repeatable, any spelling)",
+        repeatable=True,
     ),
     Flag("max-events", positive_int, None, "exit after printing this many events"),
     Flag("timeout", positive_float, None, "exit after this many seconds without a new event"),
@@ -123,7 +157,8 @@ class RedactSecrets(logging.Filter):
     would put the password in the log (tests/test_hardening_cli.py proves it no longer does,
     on a real Kafka). Installed on the handler, the filter sees every logger's records: the
     SASL bytes and any SCRAM client-final message are replaced, and so is each configured
-    secret (as text, and as it shows inside a bytes or str repr).
+    secret (as text, and as it shows inside a bytes or str repr). So is the password of any
+    URL (`http://user:password@proxy:3128`): a proxy's, or a mirror's in `--pypi-url`.
     """
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
@@ -136,6 +171,7 @@ class RedactSecrets(logging.Filter):
         self._secrets = sorted(forms, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
+        text = without_password(text)
         text = _SASL_BYTES.sub(rf"\g<1>{REDACTED}", text)
         text = _SCRAM_FINAL.sub(rf"\g<1>{REDACTED}", text)
         for secret in self._secrets:
@@ -246,7 +282,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
     from bridge.service import Replica
 
     settings = run_settings(ns)
-    setup_logging(settings.log_level, settings.log_format, _secrets(settings.kafka))
+    secrets = (*_secrets(settings.kafka), *settings.source.secrets())
+    setup_logging(settings.log_level, settings.log_format, secrets)
     _note_ignored_environment(ns)
     log.info("pypi-bridge %s starting as replica %s", __version__, settings.replica_id)
     return run_until_signalled(Replica(settings).run)
@@ -315,10 +352,15 @@ def cmd_consume(ns: argparse.Namespace) -> int:
             prefix=ns.topic_prefix,
             group=ns.group,
             from_beginning=ns.from_beginning,
+            from_serial=ns.from_serial,
+            from_time=ns.from_time,
+            until_caught_up=ns.until_caught_up,
+            ordered=ns.ordered,
+            projects=ns.project or (),
         ) as stream:
             # Joining a group takes seconds: the quiet time counts from when the stream is ready.
             last_event = time.monotonic()
-            while not stop.is_set():
+            while not stop.is_set() and not stream.finished:
                 if ns.max_events is not None and printed >= ns.max_events:
                     break
                 if ns.timeout is not None and time.monotonic() - last_event >= ns.timeout:
@@ -345,7 +387,8 @@ def cmd_demo(ns: argparse.Namespace) -> int:
 def cmd_audit(ns: argparse.Namespace) -> int:
     from bridge.audit import run_audit
 
-    setup_logging(ns.log_level, secrets=_secrets(kafka_settings(ns)))
+    secrets = (*_secrets(kafka_settings(ns)), *source_settings(ns).secrets())
+    setup_logging(ns.log_level, secrets=secrets)
     _note_ignored_environment(ns)
     return run_until_signalled(lambda stop: run_audit(ns, stop))
 
@@ -365,11 +408,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ns = build_parser(environment()).parse_args(argv)
         return HANDLERS[ns.command](ns)
+    # Printed, not logged, so without the log filter: a URL's password is redacted here too.
     except ConfigError as exc:
-        print(f"pypi-bridge: error: {exc}", file=sys.stderr)
+        print(f"pypi-bridge: error: {without_password(str(exc))}", file=sys.stderr)
         return 2
     except BridgeError as exc:
-        print(f"pypi-bridge: error: {exc}", file=sys.stderr)
+        print(f"pypi-bridge: error: {without_password(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -15,12 +15,14 @@ import math
 import os
 import re
 import socket
+import ssl
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from bridge.credentials import Credentials, Sources, credentials_for
 from bridge.errors import ConfigError
 
 ENV_PREFIX = "PYPI_BRIDGE_"
@@ -265,6 +267,61 @@ def readable_file(text: str) -> str:
     return str(path)
 
 
+#: The password of a URL's user information (`scheme://user:password@host`), wherever one
+#: appears in a text: shown and logged as `scheme://user:<redacted>@host`.
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)[^\s]*@")
+
+
+def without_password(text: str) -> str:
+    """`text` with the password of every URL in it replaced by `<redacted>`."""
+    return _URL_PASSWORD.sub(r"\g<1><redacted>@", text)
+
+
+def proxy_url(text: str) -> str:
+    """An HTTP proxy, `http://[user:password@]host[:port]` (a bare `host:port` means http://).
+
+    Only http:// proxies: aiohttp tunnels HTTPS to PyPI through them with CONNECT, and
+    speaks neither SOCKS nor TLS to the proxy itself reliably.
+    """
+    expected = "expected http://host:port (user:password@ before the host if it asks for them)"
+    if _CONTROL.search(text) or " " in text:
+        raise ValueError(f"a space or a control character; {expected}")
+    # curl and requests read a proxy without a scheme as http://, and so do operators' files.
+    url = text if "://" in text else f"http://{text}"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise ValueError(f"not a URL with a valid host and port; {expected}") from None
+    if parts.scheme.lower() != "http":
+        raise ValueError(f"a {parts.scheme}:// proxy is not supported; {expected}")
+    if not parts.hostname:
+        raise ValueError(f"no proxy host; {expected}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"a proxy URL has no path, query or fragment; {expected}")
+    return url.rstrip("/")
+
+
+def pem_certificates(text: str) -> str:
+    """A readable file holding one or more PEM certificates (a CA bundle)."""
+    try:
+        pem = Path(text).read_text(encoding="ascii")
+    except OSError as exc:
+        raise ValueError(f"cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(
+            "not PEM certificates (a binary file: a DER certificate converts with "
+            "`openssl x509 -inform der -in FILE -out FILE.pem`)"
+        ) from None
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise ValueError("not PEM certificates: no -----BEGIN CERTIFICATE----- block in it")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=pem)
+    except ssl.SSLError as exc:
+        raise ValueError(f"not PEM certificates OpenSSL can read ({exc.reason})") from None
+    return text
+
+
 @dataclass(frozen=True)
 class Flag:
     """One command-line flag, mirrored by the variable `PYPI_BRIDGE_<NAME>`."""
@@ -317,6 +374,20 @@ SOURCE_FLAGS = (
         "largest answer read from PyPI (a 50,000-row page is about 14 MB); a larger one is "
         "abandoned while reading and retried",
     ),
+    Flag(
+        "pypi-proxy",
+        proxy_url,
+        None,
+        "HTTP proxy to PyPI, http://[user:password@]host:port; wins over HTTPS_PROXY, "
+        "HTTP_PROXY and NO_PROXY (default: those variables, as curl reads them)",
+    ),
+    Flag(
+        "pypi-ca-file",
+        pem_certificates,
+        None,
+        "PEM certificates of a private CA (a mirror's, a TLS-inspecting proxy's) trusted for "
+        "PyPI's TLS in addition to the system store",
+    ),
 )
 
 KAFKA_FLAGS = (
@@ -367,6 +438,12 @@ RUN_FLAGS = (
         "where to begin when no checkpoint exists: a serial (events after it) or 'latest'",
     ),
     Flag("poll-interval", seconds(0, MAX_SECONDS), 1.0, "seconds between polls once caught up"),
+    Flag(
+        "heartbeat-interval",
+        seconds(0, MAX_SECONDS),
+        10.0,
+        "seconds between watermarks while the journal is quiet",
+    ),
     Flag("stop-at-serial", serial, None, "exit 0 once every entry up to it is committed"),
     Flag("batch-size", batch_size, 10_000, "most journal rows published per commit"),
     Flag(
@@ -386,6 +463,13 @@ RUN_FLAGS = (
         seconds(MIN_SESSION_TIMEOUT, MAX_SESSION_TIMEOUT),
         6.0,
         "seconds without a heartbeat before a crashed leader is replaced",
+    ),
+    Flag(
+        "credentials-grace",
+        seconds(0, MAX_SECONDS, zero=True),
+        300.0,
+        "seconds a rejected login or client certificate is retried, once the bridge has been "
+        "connected, while the credential files may still be rotating (0: stop at once)",
     ),
     Flag(
         "replica-id",
@@ -416,6 +500,98 @@ class SourceSettings:
     request_timeout: float = 60.0
     max_backoff: float = 60.0
     max_response_bytes: int = 64 * 1024 * 1024
+    #: The HTTP proxy for `pypi_url`, credentials included (None: connect directly); resolved
+    #: once at start by `pypi_proxy`. Never shown: `shown_proxy` is.
+    proxy: str | None = dataclasses.field(default=None, repr=False)
+    #: Where `proxy` came from: `--pypi-proxy` or the variable's name (`HTTPS_PROXY`, ...).
+    proxy_origin: str = ""
+    #: A private CA's PEM certificates, trusted in addition to the system store.
+    ca_file: str | None = None
+
+    @property
+    def shown_proxy(self) -> str:
+        """The proxy as logs and errors show it: its password, if any, redacted."""
+        return without_password(self.proxy) if self.proxy else "no proxy"
+
+    def secrets(self) -> tuple[str, ...]:
+        """What the log must never show: the proxy's password, as written and decoded."""
+        if self.proxy is None:
+            return ()
+        password = urllib.parse.urlsplit(self.proxy).password
+        if not password:
+            return ()
+        return (password, urllib.parse.unquote(password))
+
+
+def proxy_variables(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """`https_proxy`, `http_proxy` and `no_proxy` of `environ`: lower-case name -> (the name
+    as set, value).
+
+    As in curl and urllib, the lower-case form wins over any other spelling, even when empty
+    (an empty value unsets the proxy).
+    """
+    found: dict[str, tuple[str, str]] = {}
+    for name, value in environ.items():
+        key = name.lower()
+        if key in _PROXY_VARIABLES and (key not in found or name == key):
+            found[key] = (name, value)
+    return found
+
+
+_PROXY_VARIABLES = ("https_proxy", "http_proxy", "no_proxy")
+
+
+def bypasses_proxy(no_proxy: str, host: str, port: int | None) -> bool:
+    """Whether `NO_PROXY` exempts `host` (curl's and urllib's rule): `*` exempts all; each
+    comma-separated entry, with or without a leading dot, matches that host and every name
+    under it, and `entry:port` only that port. IP addresses match exactly (no CIDR ranges).
+    """
+    host = host.lower().rstrip(".")
+    with_port = f"{host}:{port}" if port is not None else host
+    for entry in no_proxy.split(","):
+        name = entry.strip().lstrip(".").lower()
+        if name == "*":
+            return True
+        if not name:
+            continue
+        for candidate in (host, with_port):
+            if candidate == name or candidate.endswith("." + name):
+                return True
+    return False
+
+
+def pypi_proxy(
+    pypi_url: str, flag: str | None, variables: Mapping[str, tuple[str, str]]
+) -> tuple[str | None, str]:
+    """The proxy to reach `pypi_url` through, and where it was set (None, "": go direct).
+
+    Resolved here, once, rather than by aiohttp's `trust_env`: the environment is read in one
+    place and a malformed proxy is refused at start (exit status 2) instead of failing every
+    request; `--pypi-proxy` can win over the variables; and `trust_env` would also read
+    `~/.netrc` and send whatever credentials it holds for PyPI's host, which a service must
+    not pick up from a home directory by accident.
+
+    `--pypi-proxy` names the proxy for the one host the client talks to, so NO_PROXY does not
+    apply to it. Otherwise `https_proxy` (or `http_proxy` for an http:// URL) is used unless
+    `no_proxy` exempts the host.
+    """
+    if flag:
+        return flag, "--pypi-proxy"
+    parts = urllib.parse.urlsplit(pypi_url)
+    name, value = variables.get(f"{parts.scheme.lower()}_proxy", ("", ""))
+    if not value:
+        return None, ""
+    no_proxy = variables.get("no_proxy", ("", ""))[1]
+    if no_proxy and bypasses_proxy(no_proxy, parts.hostname or "", parts.port):
+        return None, ""
+    try:
+        return proxy_url(value), name
+    except ValueError as exc:
+        raise ConfigError(
+            f"environment variable {name}={without_password(value)!r} is not a proxy the bridge "
+            f"can use for {pypi_url}: {exc}",
+            f"fix or unset {name}, list the host in NO_PROXY, or pass --pypi-proxy",
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -432,9 +608,34 @@ class KafkaSettings:
     sasl_username: str | None = None
     sasl_password: str | None = dataclasses.field(default=None, repr=False)
     client_id: str = "pypi-bridge"
+    #: Files the secrets were read from: read again when they change (see `bridge.credentials`).
+    sasl_password_file: str | None = None
+    ssl_key_password_file: str | None = None
+
+    def credentials(self) -> Credentials | None:
+        """This client's TLS and SASL material, loaded again when its files change (None:
+        PLAINTEXT, nothing to load)."""
+        tls = self.security_protocol in ("SSL", "SASL_SSL")
+        sasl = self.security_protocol.startswith("SASL")
+        if not (tls or sasl):
+            return None
+        return credentials_for(
+            Sources(
+                tls=tls,
+                sasl=sasl,
+                cafile=self.ssl_cafile,
+                certfile=self.ssl_certfile,
+                keyfile=self.ssl_keyfile,
+                key_password=self.ssl_key_password,
+                key_password_file=self.ssl_key_password_file,
+                sasl_password=self.sasl_password,
+                sasl_password_file=self.sasl_password_file,
+            )
+        )
 
     def client_options(self) -> dict[str, Any]:
-        """Keyword arguments shared by every aiokafka client the bridge creates."""
+        """Keyword arguments shared by every aiokafka client the bridge creates, with the
+        credentials the files hold now."""
         if self.bootstrap_servers is None:
             raise ConfigError("no Kafka bootstrap servers are set", "pass --bootstrap-servers")
         options: dict[str, Any] = {
@@ -442,29 +643,15 @@ class KafkaSettings:
             "client_id": self.client_id,
             "security_protocol": self.security_protocol,
         }
-        if self.security_protocol in ("SSL", "SASL_SSL"):
-            import ssl
-
-            try:
-                context = ssl.create_default_context(cafile=self.ssl_cafile)
-                if self.ssl_certfile:
-                    password = self.ssl_key_password or ""
-                    context.load_cert_chain(
-                        self.ssl_certfile,
-                        self.ssl_keyfile,
-                        # Never None: with None, OpenSSL prompts for a pass phrase on the terminal.
-                        password=lambda: password,
-                    )
-            except (ssl.SSLError, OSError) as exc:
-                raise ConfigError(
-                    f"cannot load the Kafka TLS files: {exc}",
-                    "check --ssl-cafile, --ssl-certfile, --ssl-keyfile and the key's password",
-                ) from None
-            options["ssl_context"] = context
-        if self.security_protocol.startswith("SASL"):
-            options["sasl_mechanism"] = self.sasl_mechanism
-            options["sasl_plain_username"] = self.sasl_username
-            options["sasl_plain_password"] = self.sasl_password
+        credentials = self.credentials()
+        if credentials is not None:
+            material = credentials.current()
+            if material.ssl_context is not None:
+                options["ssl_context"] = material.ssl_context
+            if self.security_protocol.startswith("SASL"):
+                options["sasl_mechanism"] = self.sasl_mechanism
+                options["sasl_plain_username"] = self.sasl_username
+                options["sasl_plain_password"] = material.sasl_password
         return options
 
     def with_bootstrap(self, servers: str) -> KafkaSettings:
@@ -489,11 +676,16 @@ class RunSettings:
     topics: TopicSettings = TopicSettings()
     start_serial: int | None = None
     poll_interval: float = 1.0
+    #: Seconds between watermarks written while the journal is quiet (each batch writes one).
+    heartbeat_interval: float = 10.0
     stop_at_serial: int | None = None
     batch_size: int = 10_000
     delivery: DeliveryMode = "auto"
     transactional_id: str | None = None
     leader_session_timeout: float = 6.0
+    #: Seconds the same rejected credentials are retried once connected (README, "Rotating
+    #: credentials").
+    credentials_grace: float = 300.0
     replica_id: str = dataclasses.field(default_factory=socket.gethostname)
     http_host: str = "0.0.0.0"  # noqa: S104 - a pod's probes and scrapes come from outside
     http_port: int = 9300
@@ -594,9 +786,19 @@ def add_flags(
             type=_named(flag),
             default=default,
             action=_Repeated if flag.repeatable else "store",
-            help=help_text + ("" if flag.secret or default is None else f" (default: {default})"),
+            help=help_text
+            + ("" if flag.secret or default is None else f" (default: {_shown(default)})"),
         )
     parser.set_defaults(ignored_environment=tuple(sorted(ignored)))
+    if any(flag.name == "pypi-proxy" for flag in flags):
+        # The proxy variables are no flag's, but the source settings resolve the proxy from
+        # them: taken here, from the environment the parser was built with.
+        parser.set_defaults(proxy_variables=proxy_variables(environ))
+
+
+def _shown(value: object) -> str:
+    """A flag's value as help and errors show it: a URL's password redacted."""
+    return without_password(str(value))
 
 
 def _named(flag: Flag) -> Callable[[str], Any]:
@@ -614,12 +816,12 @@ def _named(flag: Flag) -> Callable[[str], Any]:
             return flag.parse(text)
         except ValueError as exc:
             if isinstance(text, _FromEnvironment):
-                shown = "(hidden)" if flag.secret else repr(str(text))
+                shown = "(hidden)" if flag.secret else repr(_shown(text))
                 raise ConfigError(
                     f"environment variable {flag.env}={shown} is invalid: {exc}",
                     f"fix or unset {flag.env}",
                 ) from None
-            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+            raise argparse.ArgumentTypeError(f"{_shown(text)!r}: {exc}") from None
 
     parse.__name__ = flag.dest
     return parse
@@ -678,10 +880,14 @@ def kafka_settings(ns: argparse.Namespace) -> KafkaSettings:
         sasl_mechanism=ns.sasl_mechanism if protocol.startswith("SASL") else None,
         sasl_username=ns.sasl_username,
         sasl_password=password,
+        sasl_password_file=ns.sasl_password_file,
+        ssl_key_password_file=ns.ssl_key_password_file,
     )
 
 
 def source_settings(ns: argparse.Namespace) -> SourceSettings:
+    """How to reach PyPI, the proxy resolved from `--pypi-proxy` or the proxy variables."""
+    proxy, origin = pypi_proxy(ns.pypi_url, ns.pypi_proxy, getattr(ns, "proxy_variables", {}))
     return SourceSettings(
         pypi_url=ns.pypi_url,
         contact=ns.contact,
@@ -689,6 +895,9 @@ def source_settings(ns: argparse.Namespace) -> SourceSettings:
         request_timeout=ns.request_timeout,
         max_backoff=ns.max_backoff,
         max_response_bytes=ns.max_response_bytes,
+        proxy=proxy,
+        proxy_origin=origin,
+        ca_file=ns.pypi_ca_file,
     )
 
 
@@ -715,11 +924,13 @@ def run_settings(ns: argparse.Namespace) -> RunSettings:
         topics=topic_settings(ns),
         start_serial=ns.start_serial,
         poll_interval=ns.poll_interval,
+        heartbeat_interval=ns.heartbeat_interval,
         stop_at_serial=ns.stop_at_serial,
         batch_size=ns.batch_size,
         delivery=ns.delivery,
         transactional_id=ns.transactional_id,
         leader_session_timeout=ns.leader_session_timeout,
+        credentials_grace=ns.credentials_grace,
         replica_id=ns.replica_id or socket.gethostname(),
         http_host=ns.http_host,
         http_port=ns.http_port,

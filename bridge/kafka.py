@@ -1,8 +1,10 @@
 """Kafka plumbing shared by the sink, the checkpoint, leadership and the consumers.
 
-Client construction (with the operator's TLS/SASL settings), topic creation, reading the tail
-of partitions, and what a refusal means (a rejected login or certificate, a missing ACL: one line
-naming the fix, never retried), so those details live in one place.
+Client construction (with the operator's TLS/SASL settings, read again from their files for each
+new connection), topic creation, reading the tail of partitions, and what a refusal means (a
+missing ACL: one line naming the fix, never retried; a rejected login or certificate: the same
+line, `CredentialsRejected`, which `Replica` retries only while a rotation may be in progress),
+so those details live in one place.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient, ConnectionGroup
 from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
@@ -41,7 +44,13 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from bridge.config import KafkaSettings, TopicSettings
 from bridge.errors import AccessDenied, BridgeError, BrokerError, ConfigError
-from bridge.routing import checkpoint_topic, event_topics, leadership_topic
+from bridge.routing import (
+    checkpoint_topic,
+    event_topics,
+    leadership_topic,
+    projects_topic,
+    watermark_topic,
+)
 
 log = logging.getLogger(__name__)
 # Refusals that no retry cures: the operator must change a setting or an ACL.
@@ -64,7 +73,9 @@ def producer(kafka: KafkaSettings, **options: Any) -> AIOKafkaProducer:
         "max_request_size": 4 * 1024 * 1024,
         "request_timeout_ms": 30_000,
     }
-    return AIOKafkaProducer(**{**kafka.client_options(), **defaults, **options})
+    made = AIOKafkaProducer(**{**kafka.client_options(), **defaults, **options})
+    fresh_credentials(made.client, kafka)
+    return made
 
 
 def consumer(kafka: KafkaSettings, *topics: str, **options: Any) -> AIOKafkaConsumer:
@@ -77,11 +88,55 @@ def consumer(kafka: KafkaSettings, *topics: str, **options: Any) -> AIOKafkaCons
         # librdkafka's mock cluster writes transaction markers with no CRC at all.
         "check_crcs": False,
     }
-    return AIOKafkaConsumer(*topics, **{**kafka.client_options(), **defaults, **options})
+    made = AIOKafkaConsumer(*topics, **{**kafka.client_options(), **defaults, **options})
+    fresh_credentials(made._client, kafka)
+    return made
 
 
 def admin(kafka: KafkaSettings) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(**kafka.client_options(), request_timeout_ms=30_000)
+    made = AIOKafkaAdminClient(**kafka.client_options(), request_timeout_ms=30_000)
+    fresh_credentials(made._client, kafka)
+    return made
+
+
+def fresh_credentials(client: AIOKafkaClient, kafka: KafkaSettings) -> None:
+    """Make every new connection of `client` use the credentials its files hold at that time.
+
+    aiokafka builds each connection (the bootstrap one, and one per broker and group as needed)
+    from the SSL context and SASL password it keeps on the client, so a long-lived client
+    would present the credentials of its start for ever, after a rotation too. Here they are
+    set again from `KafkaSettings.credentials()` right before a connection is made (a stat of
+    the files when nothing changed); a connection made tells the credentials they were accepted.
+    """
+    credentials = kafka.credentials()
+    if credentials is None:
+        return
+    get_conn, bootstrap = client._get_conn, client.bootstrap
+
+    def load() -> None:
+        material = credentials.current()
+        client._ssl_context = material.ssl_context
+        client._sasl_plain_password = material.sasl_password
+
+    async def connection(
+        node_id: Any, *, group: ConnectionGroup = ConnectionGroup.DEFAULT, no_hint: bool = False
+    ) -> Any:
+        existing = client._conns.get((node_id, group))
+        new = existing is None or not existing.connected()
+        if new:
+            load()
+        made = await get_conn(node_id, group=group, no_hint=no_hint)
+        if new and made is not None:
+            credentials.accepted()
+        return made
+
+    async def bootstrapping() -> None:
+        load()
+        await bootstrap()
+        credentials.accepted()
+
+    client._get_conn = connection
+    client.bootstrap = bootstrapping
 
 
 def unreachable(kafka: KafkaSettings, exc: BaseException) -> BrokerError:
@@ -180,6 +235,11 @@ async def failure(
     return found or BrokerError(f"{problem}: {exc}")
 
 
+class CredentialsRejected(AccessDenied):
+    """Kafka rejected this client's login or certificate, or this client its certificate:
+    what a credential rotation in progress also looks like (see `Replica`'s rule)."""
+
+
 async def refusal(kafka: KafkaSettings) -> AccessDenied | None:
     """Why Kafka refuses this client's connections, if it does; None if it does not.
 
@@ -192,6 +252,17 @@ async def refusal(kafka: KafkaSettings) -> AccessDenied | None:
     if kafka.bootstrap_servers is None:
         return None
     options = kafka.client_options()
+    found = await _probe(kafka, options)
+    credentials = kafka.credentials()
+    if credentials is not None and isinstance(found, CredentialsRejected):
+        credentials.rejected()
+    return found
+
+
+async def _probe(kafka: KafkaSettings, options: dict[str, Any]) -> AccessDenied | None:
+    """One connection to each bootstrap server, as `refusal` describes."""
+    assert kafka.bootstrap_servers is not None
+    credentials = kafka.credentials()
     for host, port, _ in collect_hosts(kafka.bootstrap_servers, randomize=False):
         server = f"{host}:{port}"
         try:
@@ -204,10 +275,10 @@ async def refusal(kafka: KafkaSettings) -> AccessDenied | None:
                 security_protocol=kafka.security_protocol,
                 sasl_mechanism=kafka.sasl_mechanism,
                 sasl_plain_username=kafka.sasl_username,
-                sasl_plain_password=kafka.sasl_password,
+                sasl_plain_password=options.get("sasl_plain_password"),
             )
         except (SaslAuthenticationFailed, AuthenticationFailedError) as exc:
-            return AccessDenied(
+            return CredentialsRejected(
                 f"Kafka at {server} rejected the {kafka.sasl_mechanism} login of user "
                 f"{kafka.sasl_username!r}: {_broker_message(exc)}",
                 "check --sasl-username and the password in --sasl-password-file "
@@ -219,7 +290,10 @@ async def refusal(kafka: KafkaSettings) -> AccessDenied | None:
                 "set --sasl-mechanism to one its listener enables (sasl.enabled.mechanisms)",
             )
         except ssl.SSLCertVerificationError as exc:
-            return AccessDenied(
+            untrusted = (
+                AccessDenied if exc.verify_code == _HOSTNAME_MISMATCH else CredentialsRejected
+            )
+            return untrusted(
                 f"the TLS certificate of Kafka at {server} is not trusted: {exc.verify_message}",
                 "pass --ssl-cafile with the CA (PEM) that signed the brokers' certificates"
                 if exc.verify_code != _HOSTNAME_MISMATCH
@@ -233,6 +307,8 @@ async def refusal(kafka: KafkaSettings) -> AccessDenied | None:
             pass  # unreachable, or a failure that is not a refusal: let the caller say so
         else:
             connection.close()
+            if credentials is not None:
+                credentials.accepted()
             return None
     return None
 
@@ -258,18 +334,18 @@ def _certificate_refused(kafka: KafkaSettings, server: str, alert: ssl.SSLError)
     certificate = read_certificate(kafka.ssl_certfile)
     now = datetime.now(UTC)
     if certificate is not None and certificate.not_after < now:
-        return AccessDenied(
+        return CredentialsRejected(
             f"Kafka at {server} refused the client certificate {kafka.ssl_certfile}: it expired "
             f"on {certificate.not_after:%Y-%m-%d %H:%M:%S} UTC",
             "renew it: pass a current certificate (--ssl-certfile) and its key (--ssl-keyfile)",
         )
     if certificate is not None and certificate.not_before > now:
-        return AccessDenied(
+        return CredentialsRejected(
             f"Kafka at {server} refused the client certificate {kafka.ssl_certfile}: it is "
             f"valid only from {certificate.not_before:%Y-%m-%d %H:%M:%S} UTC",
             "check this machine's clock, or use a certificate valid now",
         )
-    return AccessDenied(
+    return CredentialsRejected(
         f"Kafka at {server} refused the client certificate {kafka.ssl_certfile} ({reason})",
         "use a certificate signed by a CA in the broker's truststore (ssl.truststore.*)",
     )
@@ -343,7 +419,7 @@ def _der_time(value: bytes, tag: int) -> datetime:
 
 
 async def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> None:
-    """Create the event, checkpoint and leadership topics that do not exist yet."""
+    """Create the event, index, watermark, checkpoint and leadership topics that are missing."""
     client = admin(kafka)
     try:
         await client.start()
@@ -365,12 +441,22 @@ async def ensure_topics(kafka: KafkaSettings, topics: TopicSettings) -> None:
             )
         )
         wanted.append(NewTopic(leadership_topic(topics.prefix), 1, replicas))
+        wanted.append(
+            NewTopic(
+                projects_topic(topics.prefix),
+                topics.partitions,
+                replicas,
+                topic_configs={"cleanup.policy": "compact"},
+            )
+        )
+        # A history (kept by the broker's retention), so that replay can find old watermarks.
+        wanted.append(NewTopic(watermark_topic(topics.prefix), 1, replicas))
         missing = [t for t in wanted if t.name not in existing]
         if missing and not await _can_create_topics(client):
             log.warning(
                 "Kafka at %s cannot create topics (its metadata names no controller); "
-                "create the %d missing topics of prefix %r (the checkpoint and leadership "
-                "topics with one partition each)",
+                "create the %d missing topics of prefix %r (the checkpoint, leadership and "
+                "watermark topics with one partition each; checkpoint and projects compacted)",
                 kafka.bootstrap_servers,
                 len(missing),
                 topics.prefix,

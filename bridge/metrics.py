@@ -23,6 +23,8 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 
@@ -55,6 +57,10 @@ class Metrics:
     def __init__(self, replica_id: str, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # CPU, resident memory and open file descriptors of this process (process_*), and the
+        # Python runtime (python_info): the dashboard charts them beside the bridge's own.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         self.events_published = Counter(
             "pypi_bridge_events_published_total",
             "Events committed to Kafka, by event type.",

@@ -1,9 +1,10 @@
 """The leader's loop: source -> parse -> route -> sink, page after page, with progress.
 
 Only the leader runs it. It resumes from the sink's checkpoint (or from `--start-serial` when there
-is none), reads the journal page by page, publishes each batch with its checkpoint, and sleeps
-`--poll-interval` once caught up. With `--stop-at-serial N` it returns once every entry up to N is
-committed.
+is none), seeds the project index once if it never was, reads the journal page by page, publishes
+each batch with its index records, checkpoint and watermark, and sleeps `--poll-interval` once
+caught up, writing a watermark every `--heartbeat-interval` while the journal stays quiet. With
+`--stop-at-serial N` it returns once every entry up to N is committed.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from bridge.config import RunSettings
 from bridge.parse import Row, parse_row
@@ -22,6 +24,11 @@ from bridge.sink import Sink
 from bridge.source import PyPIClient
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class _Stopped(Exception):
+    """Stopping was set while the term's first calls to PyPI were still being retried."""
 
 
 @dataclass
@@ -120,17 +127,40 @@ class Pipeline:
             return checkpoint.serial
         start = self.settings.start_serial
         if start is None:
-            start = await self.client.last_serial() or 0
+            start = await self._asked(self.client.last_serial()) or 0
             log.info("no checkpoint: starting at the journal's head, serial %d", start)
         else:
             log.info("no checkpoint: starting after serial %d (--start-serial)", start)
         # Record the starting point at once, so a crash before the first batch cannot move it.
-        await self.sink.publish([], start, None)
+        await self.sink.publish([], start, None, self.client.head_serial)
         return start
+
+    async def _seed_index(self) -> None:
+        """Seed the project index once, ever, from `list_packages_with_serial` (one paced call)."""
+        log.info(
+            "the project index is not seeded yet: asking PyPI for list_packages_with_serial "
+            "(one call; PyPI takes 10 to 15 s to answer it)"
+        )
+        started = time.monotonic()
+        listing = await self._asked(self.client.list_packages_with_serial())
+        asked = time.monotonic() - started
+        written = await self.sink.seed_index(listing, self.client.head_serial)
+        log.info(
+            "seeded the project index with %d projects (listing %.1f s, writing %.1f s); "
+            "from now on it follows the journal",
+            written,
+            asked,
+            time.monotonic() - started - asked,
+        )
 
     async def run(self) -> int:
         """Publish until stopped (or until --stop-at-serial); returns the committed serial."""
-        cursor = await self._starting_serial()
+        try:
+            cursor = await self._starting_serial()
+            if not self.sink.index_seeded:
+                await self._seed_index()
+        except _Stopped:
+            return self.progress.committed
         stop_at = self.settings.stop_at_serial
         self.progress.begin(cursor, self.client.head_serial)
         # The journal's head (for the backlog and ETA) is asked for once the first page is in,
@@ -157,6 +187,7 @@ class Pipeline:
                     need_head = False
                     self.sink.metrics.mark_progress()
                     self.progress.advance(cursor, 0, self.client.head_serial)
+                    await self._heartbeat(cursor)
                     # Caught up: poll no faster than the quota allows in the long run.
                     interval = max(self.settings.poll_interval, self.client.quota.steady_interval())
                     await self._wait(interval)
@@ -190,8 +221,9 @@ class Pipeline:
         log.info("%s", self.progress.describe())
         return head
 
-    async def _unless_stopping(self, task: asyncio.Task[list[Row]]) -> list[Row] | None:
-        """The page `task` fetches, or None (and the fetch cancelled) once stopping is set."""
+    async def _unless_stopping(self, task: asyncio.Task[T]) -> T | None:
+        """What `task` (a call to PyPI) returns, or None (and the call cancelled) once stopping
+        is set: a graceful stop does not wait for a source that keeps failing."""
         stopper = asyncio.create_task(self.stopping.wait())
         try:
             await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -215,14 +247,29 @@ class Pipeline:
             chunk = rows[start : start + size]
             events = [parse_row(row) for row in chunk]
             last = chunk[-1]
-            await self.sink.publish(events, last[4], last[2])
+            await self.sink.publish(events, last[4], last[2], self.client.head_serial)
             cursor = last[4]
             self.progress.advance(cursor, len(chunk), self.client.head_serial)
         if reached and stop_at is not None and cursor < stop_at:
             # A later row was seen, so nothing up to stop_at is missing: commit that fact.
-            await self.sink.publish([], stop_at, rows[-1][2] if rows else None)
+            await self.sink.publish(
+                [], stop_at, rows[-1][2] if rows else None, self.client.head_serial
+            )
             cursor = stop_at
         return cursor
+
+    async def _asked(self, call: Coroutine[Any, Any, T]) -> T:
+        task = asyncio.ensure_future(call)
+        await self._unless_stopping(task)
+        if task.cancelled():
+            raise _Stopped()
+        return task.result()
+
+    async def _heartbeat(self, cursor: int) -> None:
+        """A watermark every --heartbeat-interval while the journal is quiet (batches carry one)."""
+        if time.monotonic() - self.sink.watermark_at >= self.settings.heartbeat_interval:
+            # The journal just answered "nothing after the cursor": the cursor is its head.
+            await self.sink.heartbeat(max(cursor, self.client.head_serial or 0))
 
     async def _wait(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -7,7 +7,10 @@ binary mode, so a consumer can filter or trace without parsing the value.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
+
+from aiokafka.partitioner import murmur2
 
 from bridge.events import EVENT_TYPES, Event
 
@@ -17,6 +20,10 @@ CE_TYPE_PREFIX = "org.pypi.journal."
 HEADER_NAMES = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "content-type")
 
 Headers = list[tuple[str, bytes]]
+PROJECTS_SUFFIX = "projects"
+WATERMARK_SUFFIX = "watermark"
+# Event types hold a dot (`release.created`), these two do not: no event topic can collide.
+assert not {PROJECTS_SUFFIX, WATERMARK_SUFFIX} & set(EVENT_TYPES)
 
 
 def topic_name(prefix: str, event_type: str) -> str:
@@ -27,6 +34,21 @@ def topic_name(prefix: str, event_type: str) -> str:
 def event_topics(prefix: str) -> list[str]:
     """Every event topic, one per type, in a stable order."""
     return [topic_name(prefix, t) for t in sorted(EVENT_TYPES)]
+
+
+def projects_topic(prefix: str) -> str:
+    """Compacted project index: key = normalized name, value = the project's latest state."""
+    return f"{prefix}.{PROJECTS_SUFFIX}"
+
+
+def watermark_topic(prefix: str) -> str:
+    """One-partition history of watermarks: how far the event topics are complete."""
+    return f"{prefix}.{WATERMARK_SUFFIX}"
+
+
+def public_topics(prefix: str) -> list[str]:
+    """Every topic consumers read: the event topics, the project index and the watermark."""
+    return [*event_topics(prefix), projects_topic(prefix), watermark_topic(prefix)]
 
 
 def checkpoint_topic(prefix: str) -> str:
@@ -45,6 +67,21 @@ def type_of_topic(prefix: str, topic: str) -> str | None:
     if topic.startswith(head) and topic[len(head) :] in EVENT_TYPES:
         return topic[len(head) :]
     return None
+
+
+def partition_for(key: str | bytes, partitions: int) -> int:
+    """The partition the default partitioner gives `key` among `partitions` (murmur2, as Java's).
+
+    `key` is a record key: the PEP 503 normalized project name. A consumer that wants one
+    project's events reads only this partition of each type's topic.
+    """
+    return key_hash(key.encode() if isinstance(key, str) else key) % partitions
+
+
+@lru_cache(maxsize=65536)
+def key_hash(key: bytes) -> int:
+    """The default partitioner's hash of a record key (murmur2, as Java's); names repeat."""
+    return int(murmur2(key)) & 0x7FFFFFFF
 
 
 def serial_of(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...]) -> int | None:

@@ -86,3 +86,26 @@ def _short(value: int) -> str:
         return str(value)
     sign = "-" if value < 0 else ""
     return f"{sign}about 2^{abs(value).bit_length() - 1}"
+
+
+def check_listing(value: object) -> str | None:
+    """What is wrong with a `list_packages_with_serial` answer, or None if nothing is.
+
+    It must be a struct of project names (non-empty strings) to serials within the journal's
+    range; the project index is seeded from it, so one bad entry refuses the whole answer.
+    """
+    if not isinstance(value, dict):
+        return f"returned {type(value).__name__}, not a struct"
+    for name, serial in value.items():
+        if not isinstance(name, str) or not name.strip():
+            return f"names a project {_short_text(name)}"
+        if isinstance(serial, bool) or not isinstance(serial, int):
+            return f"gives {_short_text(name)} a serial of type {type(serial).__name__}"
+        if not 0 < serial <= SERIAL_MAX:
+            return f"gives {_short_text(name)} serial {_short(serial)}, outside 1..{SERIAL_MAX}"
+    return None
+
+
+def _short_text(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

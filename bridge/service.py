@@ -4,7 +4,9 @@ Every replica serves `/metrics`, `/healthz` and `/readyz`, creates missing topic
 leader group; the leader runs the pipeline. A broker outage ends the term: the replica backs off,
 recovers from the checkpoint and carries on (no data is lost, nothing is sent twice). A fence (the
 broker fenced its producer, or its own lease on the group session ran out) ends the term too: the
-replica steps down, rejoins the group as a standby and leads again only when elected. SIGTERM
+replica steps down, rejoins the group as a standby and leads again only when elected. Rejected
+credentials stop the replica at start; once it has been connected they are taken for a rotation
+in progress and retried for `--credentials-grace` seconds (`_check_rotation`). SIGTERM
 finishes the batch in flight, leaves the group so a standby takes over at once, and exits 0.
 """
 
@@ -22,7 +24,15 @@ from bridge.broker import EmbeddedBroker, start_broker
 from bridge.checkpoint import WarmReader
 from bridge.config import RunSettings
 from bridge.errors import BrokerError, Fenced
-from bridge.kafka import AUTHORIZATION_ERRORS, admin, bridge_prefixes, ensure_topics, failure
+from bridge.kafka import (
+    AUTHORIZATION_ERRORS,
+    CredentialsRejected,
+    admin,
+    bridge_prefixes,
+    ensure_topics,
+    failure,
+    refusal,
+)
 from bridge.leadership import Leadership
 from bridge.metrics import Health, Metrics, start_http
 from bridge.pipeline import Pipeline, Progress
@@ -32,6 +42,8 @@ from bridge.source import Backoff, PyPIClient
 
 log = logging.getLogger(__name__)
 GRACEFUL_STOP_SECONDS = 10.0
+#: Cancels sent to a term that outlives its graceful stop, a second apart (see `_end_term`).
+CANCEL_ROUNDS = 10
 
 
 class Replica:
@@ -49,6 +61,11 @@ class Replica:
         self._leadership: Leadership | None = None
         self._warm: WarmReader | None = None
         self._warming: asyncio.Task[None] | None = None
+        #: The rejected credentials (digest, since) already announced by a warning line.
+        self._announced: tuple[str, float | None] | None = None
+        #: Set once rejected credentials are no longer taken for a rotation: the replica stops.
+        self.rejected = asyncio.Event()
+        self._rejection: CredentialsRejected | None = None
         self.finished = False
         #: Set once the HTTP endpoints answer and once this replica has joined the leader group.
         self.serving = asyncio.Event()
@@ -154,18 +171,31 @@ class Replica:
 
     async def _lead_when_elected(self, leadership: Leadership, stop: asyncio.Event) -> int:
         backoff = Backoff(base=1.0, cap=30.0)
+        #: Between attempts with rejected credentials: reading the files again costs nothing.
+        rotation = Backoff(base=1.0, cap=10.0)
         while not stop.is_set():
-            await _first(leadership.became_leader.wait(), stop.wait(), leadership.refusal.wait())
+            await _first(
+                leadership.became_leader.wait(),
+                stop.wait(),
+                leadership.refusal.wait(),
+                self.rejected.wait(),
+            )
             if leadership.refused is not None:
                 raise leadership.refused
+            if self._rejection is not None:
+                raise self._rejection
             if stop.is_set():
                 break
             self.health.role = "leader"
             self.health.detail = "leading"
             self._term = asyncio.create_task(self._lead(), name="leader-term")
             stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait({self._term, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            rejecter = asyncio.create_task(self.rejected.wait())
+            await asyncio.wait({self._term, stopper, rejecter}, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
+            rejecter.cancel()
+            if self._rejection is not None:
+                raise self._rejection  # the term ends on the way out
             if stop.is_set():
                 break
             term, self._term = self._term, None
@@ -190,9 +220,68 @@ class Replica:
                 delay = backoff.next_delay()
                 log.warning("%s; recovering from the checkpoint in %.0f s", error, delay)
                 await _sleep_or_stop(stop, delay)
+            elif isinstance(error, CredentialsRejected):
+                self.metrics.errors.labels("sink").inc()
+                self._check_rotation(error)
+                await _sleep_or_stop(stop, rotation.next_delay())
             else:
                 raise error
         return 0
+
+    async def _credentials_still_valid(self) -> bool:
+        """Whether Kafka, unreachable for this replica's clients, does not reject its credentials
+        beyond the rotation rule; else the replica stops (`rejected`).
+
+        A rejection seen here (the clients retry their connections on their own, a term may be
+        waiting on them) is a rotation until the rule says otherwise, as for a term's error.
+        """
+        if self.settings.kafka.credentials() is None:
+            return True  # PLAINTEXT: there is nothing Kafka could reject
+        found = await refusal(self.settings.kafka)
+        if not isinstance(found, CredentialsRejected):
+            return True
+        self.health.detail = f"Kafka rejects this replica's credentials: {found.problem}"
+        try:
+            self._check_rotation(found)
+        except CredentialsRejected as exc:
+            self._rejection = exc
+            self.rejected.set()
+            return False
+        return True
+
+    def _check_rotation(self, error: CredentialsRejected) -> None:
+        """Retry a rejected login or certificate while it may be a rotation in progress, else
+        raise it (exit status 1, one line).
+
+        The rule (README, "Rotating credentials"): a rejection is retried only once Kafka has
+        accepted this process's credentials (at start it is a mistake to fix now), and only until
+        the same unchanged files have been rejected for `--credentials-grace` seconds. Every
+        attempt opens new clients, which read the files again; files that changed get a fresh
+        count.
+        """
+        credentials = self.settings.kafka.credentials()
+        grace = self.settings.credentials_grace
+        if credentials is None or not credentials.ever_accepted or grace <= 0:
+            raise error
+        material = credentials.current()  # read again: a change resets the count
+        rejected = credentials.rejected_for()
+        if rejected is not None and rejected >= grace:
+            raise CredentialsRejected(
+                f"{error.problem} (rejected for {rejected:.0f} s with unchanged credential files)",
+                error.fix,
+            )
+        if rejected is not None and self._announced != (
+            material.digest,
+            credentials.rejected_since,
+        ):
+            self._announced = (material.digest, credentials.rejected_since)
+            log.warning(
+                "%s. Kafka accepted this replica's credentials before, so a rotation may be in "
+                "progress: retrying, with the credential files read again at each attempt, for "
+                "up to %.0f s while they stay unchanged",
+                error,
+                grace,
+            )
 
     async def _lead(self) -> int:
         settings = self.settings
@@ -230,8 +319,18 @@ class Replica:
         if self._pipeline is not None:
             self._pipeline.stopping.set()
         done, _ = await asyncio.wait({term}, timeout=GRACEFUL_STOP_SECONDS)
-        if not done:
+        # A cancel interrupts one await. A term whose connections Kafka refuses (rejected
+        # credentials) waits on Kafka again in its clean-up (the transaction's abort, then the
+        # producer's close, each waiting for requests it cannot send): cancel until it ends.
+        for _ in range(CANCEL_ROUNDS):
+            if done:
+                break
             term.cancel()
+            done, _ = await asyncio.wait({term}, timeout=1.0)
+        if not done:
+            log.warning("the leader term did not end when cancelled; leaving it behind")
+            self._stand_by()
+            return
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await term
         if (
@@ -265,6 +364,8 @@ class Replica:
                 except (KafkaError, TimeoutError) as exc:
                     self.health.broker_reachable = False
                     self.health.detail = f"cannot reach Kafka: {type(exc).__name__}"
+                    if not await self._credentials_still_valid():
+                        return
                     if lost_at is None:
                         lost_at = time.monotonic()
                         self.metrics.errors.labels("sink").inc()

@@ -25,10 +25,13 @@ raises `LeaseExpired`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import itertools
 import logging
 import time
-from collections.abc import Sequence
-from functools import lru_cache
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.client import AIOKafkaClient
@@ -39,7 +42,6 @@ from aiokafka.errors import (
     UnknownError,
     UnsupportedVersionError,
 )
-from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.structs import RecordMetadata
 
@@ -53,6 +55,7 @@ from bridge.checkpoint import (
 from bridge.config import DeliveryMode, KafkaSettings, TopicSettings
 from bridge.errors import BrokerLacksFeature, Fenced, LeaseExpired
 from bridge.events import Event
+from bridge.index import ProjectIndex, Updates
 from bridge.kafka import (
     AUTHORIZATION_ERRORS,
     bridge_prefixes,
@@ -63,7 +66,18 @@ from bridge.kafka import (
 )
 from bridge.leadership import Lease
 from bridge.metrics import Metrics
-from bridge.routing import Router, checkpoint_topic
+from bridge.routing import (
+    CONTENT_TYPE,
+    Headers,
+    Record,
+    Router,
+    checkpoint_topic,
+    event_topics,
+    key_hash,
+    projects_topic,
+    watermark_topic,
+)
+from bridge.watermark import Watermark
 
 log = logging.getLogger(__name__)
 #: A batch once acknowledged: its topic, its partition and the offset just past its last record.
@@ -71,6 +85,17 @@ Landed = tuple[str, int, int]
 # What a broker without transactions answers to InitProducerId.
 _NO_TRANSACTIONS = (UnknownError, UnsupportedVersionError)
 _PRODUCE_API = 0
+#: Index records per batch (and per transaction) while seeding the project index.
+SEED_CHUNK = 10_000
+
+
+class IndexRecord(NamedTuple):
+    """One project index record; `value` None is a tombstone."""
+
+    topic: str
+    key: bytes
+    value: bytes | None
+    headers: Headers
 
 
 class _Withheld(KafkaError):  # type: ignore[misc]
@@ -116,6 +141,14 @@ class Sink:
         #: Topic -> its partition ids in order, as the default partitioner sees them. Fixed for
         #: the term: partitions added meanwhile are used from the next term on.
         self._partitions: dict[str, list[int]] = {}
+        self._event_topics = frozenset(event_topics(topics.prefix))
+        self._projects_topic = projects_topic(topics.prefix)
+        self._index_headers: Headers = [("content-type", CONTENT_TYPE)]
+        #: The project index's state between batches (its quarantined projects).
+        self.index = ProjectIndex()
+        self.index_seeded = False
+        #: When the last watermark was written (monotonic), for the heartbeat.
+        self.watermark_at = 0.0
 
     # --- start: choose the mode, then recover ----------------------------------------------
 
@@ -134,6 +167,8 @@ class Sink:
                 self.kafka, self.topics.prefix, self.checkpoint
             )
         if self.checkpoint is not None:
+            self.index = ProjectIndex(self.checkpoint.quarantined)
+            self.index_seeded = self.checkpoint.index_seeded
             self.metrics.committed_serial.set(self.checkpoint.serial)
             if self.checkpoint.timestamp is not None:
                 self.metrics.committed_timestamp.set(self.checkpoint.timestamp)
@@ -240,10 +275,18 @@ class Sink:
 
     # --- publish -------------------------------------------------------------------------------
 
-    async def publish(self, events: Sequence[Event], serial: int, timestamp: int | None) -> int:
-        """Publish `events` and the checkpoint `serial` together; returns how many were sent.
+    async def publish(
+        self,
+        events: Sequence[Event],
+        serial: int,
+        timestamp: int | None,
+        head: int | None = None,
+    ) -> int:
+        """Publish `events`, their project index records, the checkpoint `serial` and a
+        watermark together; returns how many events were sent.
 
-        `serial` is the highest journal serial this batch covers (all rows up to it are handled).
+        `serial` is the highest journal serial this batch covers (all rows up to it are
+        handled); `head` the journal's newest serial known, for the watermark.
         """
         if self._producer is None:
             raise RuntimeError("Sink.publish before start")
@@ -251,20 +294,84 @@ class Sink:
         started = time.perf_counter()
         todo = [e for e in events if e.serial not in self._landed] if self._landed else events
         skipped = len(events) - len(todo)
+        # From every event, skipped or not: index records are states, and writing one twice
+        # changes nothing. The index's state moves on only once the batch is committed.
+        index = ProjectIndex(self.index.quarantined)
+        extra = self._index_records(index.updates(events))
         checkpoint = Checkpoint(
             serial=serial,
             timestamp=timestamp,
             offsets=self._offsets,
             replica=self.replica_id,
             mode=self.mode,
+            quarantined=tuple(sorted(index.quarantined)),
+            index_seeded=self.index_seeded,
         )
-        try:
+        async with self._translated():
             if self.mode == "transactional":
-                metadata = await self._publish_transaction(todo, checkpoint)
+                async with self._producer.transaction():
+                    metadata = await self._send_all(todo, extra)
+                    # The batch's offsets are known once acknowledged: in the same commit.
+                    offsets = self._merged_offsets(metadata)
+                    await self._send_marks(dataclasses.replace(checkpoint, offsets=offsets), head)
             else:
-                metadata = await self._send_all(todo)
+                metadata = await self._send_all(todo, extra)
                 self._advance_offsets(metadata)
-                await self._send_checkpoint(self._with_offsets(checkpoint))
+                await self._send_marks(self._with_offsets(checkpoint), head)
+        if self.mode == "transactional":
+            self._advance_offsets(metadata)
+        if skipped:
+            self.metrics.duplicates_skipped.inc(skipped)
+            self._landed.difference_update(e.serial for e in events)
+        self.index = index
+        self._account(todo, serial, timestamp, time.perf_counter() - started, len(events))
+        self.checkpoint = self._with_offsets(checkpoint)
+        return len(todo)
+
+    async def heartbeat(self, head: int | None) -> None:
+        """Write a watermark for what is committed (the journal is quiet: no batch carries one)."""
+        if self._producer is None or self.checkpoint is None:
+            raise RuntimeError("Sink.heartbeat before the first publish")
+        self.check_lease()
+        watermark = self._watermark(self.checkpoint, head)
+        topic = watermark_topic(self.topics.prefix)
+        async with self._translated():
+            if self.mode == "transactional":
+                async with self._producer.transaction():
+                    await self._producer.send_and_wait(topic, watermark.encode(), self._mark_key)
+            else:
+                await self._producer.send_and_wait(topic, watermark.encode(), self._mark_key)
+        self.watermark_at = time.monotonic()
+
+    async def seed_index(self, listing: Mapping[str, int], head: int | None = None) -> int:
+        """Write the project index from `list_packages_with_serial`'s answer, then record that
+        it is seeded (in the checkpoint); returns how many projects were written.
+
+        Written in chunks (a transaction each in transactional mode): a crash before the last
+        leaves the index unseeded, and the next leader seeds it again (the records are states).
+        """
+        if self._producer is None or self.checkpoint is None:
+            raise RuntimeError("Sink.seed_index before the first publish")
+        # Chunk by chunk, so that only one chunk's records are in memory beside the listing.
+        pairs = iter(listing.items())
+        written = 0
+        while chunk := self._index_records(self.index.seed(itertools.islice(pairs, SEED_CHUNK))):
+            written += len(chunk)
+            async with self._translated():
+                if self.mode == "transactional":
+                    async with self._producer.transaction():
+                        await self._send_all((), chunk)
+                else:
+                    await self._send_all((), chunk)
+        self.index_seeded = True
+        await self.publish([], self.checkpoint.serial, self.checkpoint.timestamp, head)
+        return written
+
+    @contextlib.asynccontextmanager
+    async def _translated(self) -> AsyncIterator[None]:
+        """Kafka's errors while writing, as the bridge's own (one line, what to do)."""
+        try:
+            yield
         except _Withheld:
             raise self._lease_error() from None
         except ProducerFenced:
@@ -278,36 +385,51 @@ class Sink:
             raise await failure(self.kafka, exc, "cannot publish", "Write", prefixes) from None
         except KafkaConnectionError as exc:
             raise unreachable(self.kafka, exc) from None
-        if self.mode == "transactional":
-            self._advance_offsets(metadata)
-        if skipped:
-            self.metrics.duplicates_skipped.inc(skipped)
-            self._landed.difference_update(e.serial for e in events)
-        self._account(todo, serial, timestamp, time.perf_counter() - started, len(events))
-        self.checkpoint = self._with_offsets(checkpoint)
-        return len(todo)
 
-    async def _publish_transaction(
-        self, events: Sequence[Event], checkpoint: Checkpoint
-    ) -> list[Landed]:
+    def _index_records(self, updates: Updates) -> list[IndexRecord]:
+        topic, headers = self._projects_topic, self._index_headers
+        return [IndexRecord(topic, key.encode(), value, headers) for key, value in updates.items()]
+
+    @property
+    def _mark_key(self) -> bytes:
+        return self.topics.prefix.encode()
+
+    def _watermark(self, checkpoint: Checkpoint, head: int | None) -> Watermark:
+        return Watermark(
+            serial=checkpoint.serial,
+            timestamp=checkpoint.timestamp,
+            offsets=checkpoint.offsets,
+            head=head if head is None else max(head, checkpoint.serial),
+        )
+
+    async def _send_marks(self, checkpoint: Checkpoint, head: int | None) -> None:
+        """The checkpoint (internal) and the watermark (public) for the batch, side by side."""
         assert self._producer is not None
-        async with self._producer.transaction():
-            metadata = await self._send_all(events)
-            # Offsets of this batch are known once acknowledged; write them in the same commit.
-            offsets = self._merged_offsets(metadata)
-            await self._send_checkpoint(
-                Checkpoint(
-                    serial=checkpoint.serial,
-                    timestamp=checkpoint.timestamp,
-                    offsets=offsets,
-                    replica=checkpoint.replica,
-                    mode=checkpoint.mode,
-                )
-            )
-        return metadata
+        sent = [
+            await self._producer.send(
+                watermark_topic(self.topics.prefix),
+                self._watermark(checkpoint, head).encode(),
+                self._mark_key,
+            ),
+            await self._producer.send(
+                checkpoint_topic(self.topics.prefix),
+                checkpoint.encode(),
+                checkpoint_key(self.topics.prefix),
+            ),
+        ]
+        results = await asyncio.gather(*sent, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            # A denied checkpoint topic fails its send, and then the transaction fails the other:
+            # the denial is the one that says what to do.
+            raise next((e for e in errors if isinstance(e, AUTHORIZATION_ERRORS)), errors[0])
+        self.watermark_at = time.monotonic()
 
-    async def _send_all(self, events: Sequence[Event]) -> list[Landed]:
-        """Send `events` in record batches, one open batch per partition; wait for every ack.
+    async def _send_all(
+        self, events: Sequence[Event], extra: Iterable[IndexRecord] = ()
+    ) -> list[Landed]:
+        """Send `events` (and `extra` records) in record batches, one open batch per partition;
+        wait for every ack.
 
         Filling the batches here, rather than awaiting `producer.send` per record, saves a
         coroutine, a future and a metadata tuple per record: most of the producer's cost in a
@@ -316,17 +438,18 @@ class Sink:
         """
         assert self._producer is not None
         producer = self._producer
-        route = self.router.route
         partitions = self._partitions
         filling: dict[tuple[str, int], BatchBuilder] = {}
         sent: list[tuple[str, int, int, asyncio.Future[RecordMetadata]]] = []
-        for event in events:
-            record = route(event)
+        records: Iterable[Record | IndexRecord] = itertools.chain(
+            map(self.router.route, events), extra
+        )
+        for record in records:
             topic = record.topic
             ids = partitions.get(topic)
             if ids is None:
                 ids = partitions[topic] = sorted(await producer.partitions_for(topic))
-            partition = ids[_key_hash(record.key) % len(ids)]
+            partition = ids[key_hash(record.key) % len(ids)]
             batch = filling.get((topic, partition))
             if batch is not None:
                 appended = batch.append(
@@ -351,17 +474,11 @@ class Sink:
             for (topic, partition, count, _), ack in zip(sent, acks, strict=True)
         ]
 
-    async def _send_checkpoint(self, checkpoint: Checkpoint) -> None:
-        assert self._producer is not None
-        await self._producer.send_and_wait(
-            checkpoint_topic(self.topics.prefix),
-            checkpoint.encode(),
-            checkpoint_key(self.topics.prefix),
-        )
-
     def _merged_offsets(self, landed: Sequence[Landed]) -> dict[str, list[int]]:
         merged = {topic: list(offsets) for topic, offsets in self._offsets.items()}
         for topic, partition, end in landed:
+            if topic not in self._event_topics:
+                continue  # the project index: the checkpoint and the watermark cover events
             offsets = merged.setdefault(topic, [])
             while len(offsets) <= partition:
                 offsets.append(0)
@@ -372,13 +489,7 @@ class Sink:
         self._offsets = self._merged_offsets(landed)
 
     def _with_offsets(self, checkpoint: Checkpoint) -> Checkpoint:
-        return Checkpoint(
-            serial=checkpoint.serial,
-            timestamp=checkpoint.timestamp,
-            offsets=self._offsets,
-            replica=checkpoint.replica,
-            mode=checkpoint.mode,
-        )
+        return dataclasses.replace(checkpoint, offsets=self._offsets)
 
     def _account(
         self,
@@ -399,9 +510,3 @@ class Sink:
         self.metrics.commit_duration.observe(seconds)
         self.metrics.batch_rows.observe(rows)
         self.metrics.mark_progress()
-
-
-@lru_cache(maxsize=65536)
-def _key_hash(key: bytes) -> int:
-    """The default partitioner's hash of a key (murmur2, as Java's); project names repeat."""
-    return int(murmur2(key)) & 0x7FFFFFFF

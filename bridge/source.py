@@ -14,8 +14,10 @@ import logging
 import math
 import random
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from http import HTTPStatus
 from types import TracebackType
 from typing import TypeVar
 
@@ -23,11 +25,11 @@ import aiohttp
 
 from bridge import __version__
 from bridge.config import SourceSettings
-from bridge.errors import SourceError, SourceFault, Throttled, TransientSourceError
+from bridge.errors import ConfigError, SourceError, SourceFault, Throttled, TransientSourceError
 from bridge.metrics import Health, Metrics
 from bridge.parse import Row
 from bridge.quota import Quota
-from bridge.rows import Page, RefusedPage, check_page
+from bridge.rows import Page, RefusedPage, check_listing, check_page
 from bridge.xmlrpc import (
     XmlRpcFault,
     decode_changelog,
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: PyPI's cap on rows per `changelog_since_serial` call; nothing in a reply says it was reached.
 PAGE_CAP = 50_000
+#: `list_packages_with_serial` may answer this many times `--max-response-bytes` (one call).
+LISTING_SIZE_FACTOR = 4
 _RESET_IN = re.compile(r"Limit may reset in (\d+(?:\.\d+)?) seconds?")
 _FIXES = {
     -32601: "the server does not offer this method: check that --pypi-url is PyPI's /pypi endpoint",
@@ -127,11 +131,26 @@ class PyPIClient:
         self.head_serial: int | None = None
 
     async def __aenter__(self) -> PyPIClient:
+        if self.settings.proxy is not None:
+            log.info(
+                "reaching %s through the proxy %s (%s)",
+                self.settings.pypi_url,
+                self.settings.shown_proxy,
+                self.settings.proxy_origin,
+            )
         self._session = aiohttp.ClientSession(
             headers={"User-Agent": user_agent(self.settings.contact), "Content-Type": "text/xml"},
             timeout=aiohttp.ClientTimeout(total=self.settings.request_timeout),
             # A fresh connection per failure keeps a half-dead CDN socket from being reused.
-            connector=aiohttp.TCPConnector(limit=1, enable_cleanup_closed=True),
+            connector=aiohttp.TCPConnector(
+                limit=1, enable_cleanup_closed=True, ssl=tls_context(self.settings)
+            ),
+            # The proxy was resolved once at start from --pypi-proxy or HTTPS_PROXY, HTTP_PROXY
+            # and NO_PROXY (bridge.config.pypi_proxy says why not aiohttp's trust_env, which
+            # stays off: it would read the variables again, and ~/.netrc). Credentials in the
+            # proxy URL become the Proxy-Authorization header, on the CONNECT for https://.
+            proxy=self.settings.proxy,
+            trust_env=False,
             # A huge header is refused by aiohttp's parser before it is held in memory.
             max_line_size=_MAX_HEADER_BYTES,
             max_field_size=_MAX_HEADER_BYTES,
@@ -205,13 +224,28 @@ class PyPIClient:
             cursor = page[-1][4]
 
     async def list_packages_with_serial(self) -> dict[str, int]:
-        """Every project's display name and last serial (slow; may lag the journal)."""
-        value = await self._call("list_packages_with_serial", (), decode_response)
-        if not isinstance(value, dict):
-            raise TransientSourceError(
-                "list_packages_with_serial did not return a struct", "malformed"
+        """Every project's display name and last serial (slow; may lag the journal).
+
+        PyPI's answer is about 60 MB (some 700,000 projects), so this one call may read up to
+        LISTING_SIZE_FACTOR times `--max-response-bytes`. An answer that is not a struct of
+        names to serials in the journal's range is refused and asked for again.
+        """
+        cap = self.settings.max_response_bytes * LISTING_SIZE_FACTOR
+        while True:
+            value = await self._call("list_packages_with_serial", (), decode_response, cap=cap)
+            problem = check_listing(value)
+            if problem is None:
+                assert isinstance(value, dict)
+                return value
+            self._count("list_packages_with_serial", "refused")
+            delay = self._backoff.next_delay()
+            log.warning(
+                "%s: list_packages_with_serial %s; asking again in %.1f s",
+                self.settings.pypi_url,
+                problem,
+                delay,
             )
-        return value
+            await self._sleep(delay)
 
     # --- one call, with pacing, retries and metrics -----------------------------------------
 
@@ -248,14 +282,18 @@ class PyPIClient:
         decode: Callable[[bytes], T],
         *,
         decode_after: asyncio.Event | None = None,
+        cap: int | None = None,
     ) -> T:
-        """Call `method` until it succeeds or fails in a way retrying cannot fix."""
+        """Call `method` until it succeeds or fails in a way retrying cannot fix.
+
+        `cap`: the largest answer read, if not `--max-response-bytes`.
+        """
         body = encode_call(method, params)
         while True:
             await self._pace()
             started = self._clock()
             try:
-                payload = await self._post(body)
+                payload = await self._post(body, cap)
                 seconds = self._clock() - started
                 if decode_after is not None:
                     await decode_after.wait()
@@ -334,7 +372,7 @@ class PyPIClient:
             self.metrics.errors.labels("source").inc()
         raise error
 
-    async def _post(self, body: bytes) -> bytes:
+    async def _post(self, body: bytes, cap: int | None = None) -> bytes:
         """POST one request; map every transport failure to a SourceError."""
         if self._session is None:
             raise RuntimeError("PyPIClient used outside `async with`")
@@ -347,10 +385,25 @@ class PyPIClient:
                 if status != 200:
                     payload = await self._read_capped(url, response)
                     return self._check_status(url, status, payload, response.headers)
-                return await self._read_capped(url, response)
+                return await self._read_capped(url, response, cap)
         except TimeoutError:
             raise TransientSourceError(
-                f"no answer from {url} within {self.settings.request_timeout:g} s", "timeout"
+                f"no answer from {url}{self._via} within {self.settings.request_timeout:g} s",
+                "timeout",
+            ) from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise self._untrusted(exc) from None
+        except aiohttp.ClientProxyConnectionError as exc:
+            raise TransientSourceError(
+                f"cannot connect to the proxy {self.settings.shown_proxy} "
+                f"({self.settings.proxy_origin}) to reach {url}: {exc.os_error}",
+                "connection",
+            ) from None
+        except aiohttp.ClientHttpProxyError as exc:
+            # Only a CONNECT (an https:// URL) fails this way: the proxy's own answer.
+            target = exc.request_info.url
+            raise self._proxy_refused(
+                exc.status, exc.message, f"CONNECT {target.host_subcomponent}:{target.port}"
             ) from None
         except aiohttp.ClientPayloadError as exc:
             raise TransientSourceError(
@@ -358,7 +411,7 @@ class PyPIClient:
             ) from None
         except aiohttp.ClientConnectorError as exc:
             raise TransientSourceError(
-                f"cannot connect to {url}: {exc.os_error}", "connection"
+                f"cannot connect to {url}{self._via}: {exc.os_error}", "connection"
             ) from None
         except aiohttp.ClientResponseError as exc:
             # aiohttp's parser refused the answer itself (a header over the limit, bad framing).
@@ -367,12 +420,52 @@ class PyPIClient:
             ) from None
         except (aiohttp.ClientError, ConnectionError) as exc:
             raise TransientSourceError(
-                f"connection to {url} failed: {type(exc).__name__}: {exc}", "connection"
+                f"connection to {url}{self._via} failed: {type(exc).__name__}: {exc}",
+                "connection",
             ) from None
 
-    async def _read_capped(self, url: str, response: aiohttp.ClientResponse) -> bytes:
-        """The body, read in chunks and abandoned once over `--max-response-bytes`."""
-        cap = self.settings.max_response_bytes
+    @property
+    def _via(self) -> str:
+        """`through the proxy ...` for messages, when there is one."""
+        if self.settings.proxy is None:
+            return ""
+        return f" through the proxy {self.settings.shown_proxy} ({self.settings.proxy_origin})"
+
+    def _proxy_refused(self, status: int, reason: str, request: str) -> TransientSourceError:
+        """The proxy said no: retried with backoff, since proxies and their users change."""
+        proxy = f"the proxy {self.settings.shown_proxy} ({self.settings.proxy_origin})"
+        if status in (401, 407):
+            # 407 Proxy Authentication Required is the standard answer; tinyproxy 1.11 and a
+            # few others answer 401 to a wrong or missing password.
+            return TransientSourceError(
+                f"{proxy} refused this client's credentials: HTTP {status} {one_line(reason)} "
+                f"to {request}; check the user and password in the proxy URL",
+                "http_error",
+            )
+        return TransientSourceError(
+            f"{proxy} answered HTTP {status} {one_line(reason)} to {request}", "http_error"
+        )
+
+    def _untrusted(self, exc: aiohttp.ClientConnectorCertificateError) -> SourceError:
+        """A certificate this client does not trust: no retry changes that, so one line."""
+        reason = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
+        if self.settings.ca_file is not None:
+            fix = f"check that --pypi-ca-file {self.settings.ca_file} holds the CA that signed it"
+        else:
+            fix = (
+                "if a PyPI mirror or a TLS-inspecting proxy uses a private CA, pass its "
+                "certificate with --pypi-ca-file"
+            )
+        return SourceError(
+            f"the TLS certificate of {exc.host}:{exc.port}{self._via} is not trusted: {reason}",
+            fix,
+        )
+
+    async def _read_capped(
+        self, url: str, response: aiohttp.ClientResponse, cap: int | None = None
+    ) -> bytes:
+        """The body, read in chunks and abandoned once over `cap` (`--max-response-bytes`)."""
+        cap = cap or self.settings.max_response_bytes
         declared = response.content_length
         if declared is not None and declared > cap:
             raise _too_large(url, f"declares {declared} bytes")
@@ -399,8 +492,18 @@ class PyPIClient:
         if status == 429:
             delay = retry_after(headers.get("Retry-After"))
             raise Throttled(delay, f"HTTP 429 from {url}")
+        if status == 407 or (status == 401 and self.settings.proxy is not None):
+            # Through a proxy a plain-HTTP request gets the proxy's refusal as its answer.
+            reason = HTTPStatus(status).phrase
+            if self.settings.proxy is not None:
+                raise self._proxy_refused(status, reason, f"POST {url}")
+            raise TransientSourceError(
+                f"HTTP 407 {reason} from {url}: a proxy on the way wants credentials; pass "
+                "--pypi-proxy http://user:password@host:port",
+                "http_error",
+            )
         if status >= 500 or status == 408:
-            raise TransientSourceError(f"HTTP {status} from {url}", "http_error")
+            raise TransientSourceError(f"HTTP {status} from {url}{self._via}", "http_error")
         if status == 404:
             raise SourceError(
                 f"HTTP 404 from {url}: no XML-RPC endpoint there",
@@ -423,6 +526,26 @@ class PyPIClient:
 REFUSALS_UNTIL_UNREADY = 3
 #: aiohttp's own default limit for one header line, kept explicit.
 _MAX_HEADER_BYTES = 8190
+
+
+def tls_context(settings: SourceSettings) -> ssl.SSLContext | bool:
+    """The trust for PyPI's certificate: the system store, plus `--pypi-ca-file`'s CA if set.
+
+    In addition to the system store, not instead of it: a TLS-inspecting proxy usually lets
+    some hosts through untouched (with their real, publicly signed certificates), and
+    `--pypi-url` can go back from a private mirror to PyPI without removing the CA.
+    """
+    if settings.ca_file is None:
+        return True  # aiohttp's default: the system store, host names checked
+    context = ssl.create_default_context()
+    try:
+        context.load_verify_locations(cafile=settings.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot load --pypi-ca-file {settings.ca_file}: {exc}",
+            "give a readable file of PEM certificates",
+        ) from None
+    return context
 
 
 def retry_after(value: str | None) -> float:

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from bridge.kafka import partitions_of, read_ranges
 from bridge.parse import Row
-from bridge.routing import event_topics
+from bridge.routing import event_topics, projects_topic
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,9 +28,17 @@ def bridge_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "bridge", *args]
 
 
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
+
+
 def child_env() -> dict[str, str]:
-    """This environment for a child process: the project importable, no PYPI_BRIDGE_* flags."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYPI_BRIDGE_")}
+    """This environment for a child process: the project importable, no PYPI_BRIDGE_* flags,
+    and no proxy variables (the simulator is on loopback; tests/test_proxy.py sets its own)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PYPI_BRIDGE_") and k.lower() not in _PROXY_VARIABLES
+    }
     env["PYTHONPATH"] = str(ROOT)
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -185,6 +194,30 @@ async def read_topics(
 
 async def read_events(bootstrap: str, prefix: str) -> list[ConsumerRecord[bytes, bytes]]:
     return await read_topics(bootstrap, event_topics(prefix))
+
+
+async def index_entries(
+    bootstrap: str, prefix: str, isolation: str = "read_uncommitted"
+) -> dict[str, dict[str, Any]]:
+    """The project index topic read to its end: the latest value per key, tombstones applied."""
+    records = await read_topics(bootstrap, [projects_topic(prefix)], isolation)
+    state: dict[str, dict[str, Any] | None] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        key = (record.key or b"").decode()
+        value = None if record.value is None else orjson.loads(record.value)
+        if value is not None:
+            assert value["project_normalized"] == key
+            assert value["status"] in ("active", "quarantined")
+        state[key] = value
+    return {key: value for key, value in state.items() if value is not None}
+
+
+async def index_of(
+    bootstrap: str, prefix: str, isolation: str = "read_uncommitted"
+) -> dict[str, tuple[str, int]]:
+    """The project index as `list_packages_with_serial` has it: name and last serial per key."""
+    entries = await index_entries(bootstrap, prefix, isolation)
+    return {key: (value["project"], value["last_serial"]) for key, value in entries.items()}
 
 
 def audit_args(sim: Simulator, bootstrap: str, prefix: str, *extra: str) -> list[str]:

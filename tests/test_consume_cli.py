@@ -157,3 +157,23 @@ def test_missing_bootstrap_servers_exits_2_with_one_line() -> None:
     assert len(lines) == 1, run.err
     assert "--bootstrap-servers" in lines[0]
     assert "Traceback" not in run.err
+
+
+def test_a_bad_from_time_exits_2_with_one_line_naming_the_format() -> None:
+    run = run_sync("--bootstrap-servers", "127.0.0.1:9", "--from-time", "yesterday")
+    assert run.code == 2
+    lines = run.err.splitlines()
+    assert len(lines) == 1, run.err
+    assert "--from-time" in lines[0]
+    assert "RFC 3339" in lines[0]
+
+
+def test_two_starting_points_exit_2_with_one_line() -> None:
+    run = run_sync(
+        "--bootstrap-servers", "127.0.0.1:9", "--from-serial", "5", "--from-time", "1796299200"
+    )
+    assert run.code == 2
+    lines = run.err.splitlines()
+    assert len(lines) == 1, run.err
+    assert "--from-serial" in lines[0]
+    assert "Traceback" not in run.err

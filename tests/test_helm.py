@@ -9,7 +9,10 @@ checked structurally. The values schema must refuse unknown keys and ill-typed v
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +23,7 @@ import pytest
 import yaml
 
 from bridge.config import RUN_FLAGS, add_flags, run_settings
+from bridge.metrics import Health, Metrics, start_http
 from tests.conftest import ROOT, require
 
 # A missing engine fails these tests in CI and skips them elsewhere (through `require`).
@@ -80,7 +84,20 @@ SECURE: Values = {
             "passwordKey": "password",
         },
     },
-    "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy.infra:3128"}],
+    "image": {"registry": "registry.example.org:5000", "repository": "data/pypi-kafka-bridge"},
+    "extraEnv": [
+        {"name": "HTTPS_PROXY", "value": "http://proxy.infra:3128"},
+        {
+            "name": "PROXY_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "egress-proxy", "key": "password"}},
+        },
+    ],
+    "extraEnvFrom": [{"secretRef": {"name": "egress-proxy-env"}, "prefix": "PROXY_"}],
+    "extraVolumes": [{"name": "mirror-ca", "configMap": {"name": "pypi-mirror-ca"}}],
+    "extraVolumeMounts": [
+        {"name": "mirror-ca", "mountPath": "/etc/pypi-bridge/mirror-ca", "readOnly": True}
+    ],
+    "podSecurityContext": {"fsGroupChangePolicy": "OnRootMismatch", "supplementalGroups": [4000]},
     "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
     "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
     "grafanaDashboard": {"namespace": "monitoring", "annotations": {"grafana_folder": "PyPI"}},
@@ -104,6 +121,12 @@ SECURE: Values = {
         "ingressFrom": [
             {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
         ],
+        "extraEgress": [
+            {
+                "ports": [{"port": 3128, "protocol": "TCP"}],
+                "to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}],
+            }
+        ],
     },
 }
 
@@ -114,11 +137,26 @@ PLAIN_SASL: Values = {
         "securityProtocol": "SASL_PLAINTEXT",
         "sasl": {"mechanism": "PLAIN", "username": "bridge", "existingSecret": "kafka-pw"},
     },
-    "bridge": {"startSerial": "latest", "transactionalId": "pypi-bridge-prod"},
+    "bridge": {
+        "startSerial": "latest",
+        "transactionalId": "pypi-bridge-prod",
+        "pypiProxy": "http://proxy.infra:3128",
+        "pypiCaFile": "/etc/pypi-bridge/mirror-ca/ca.crt",
+    },
 }
 TLS_ONLY: Values = {
     "kafka": {"securityProtocol": "SSL", "tls": {"existingSecret": "kafka-ca"}},
     "replicaCount": 1,
+}
+
+#: OpenShift's restricted SCC, scraped through a PodMonitor, budgeted by maxUnavailable.
+OPENSHIFT: Values = {
+    "openshift": True,
+    "containerSecurityContext": {"seLinuxOptions": {"level": "s0:c26,c5"}},
+    "podMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+    "prometheusRule": {"enabled": True},
+    "podDisruptionBudget": {"maxUnavailable": 1},
+    "replicaCount": 3,
 }
 
 SCENARIOS: dict[str, Values] = {
@@ -126,6 +164,7 @@ SCENARIOS: dict[str, Values] = {
     "secure": SECURE,
     "plain-sasl": PLAIN_SASL,
     "tls-only": TLS_ONLY,
+    "openshift": OPENSHIFT,
 }
 
 
@@ -169,6 +208,16 @@ def one(objects: list[Manifest], kind: str, name: str | None = None) -> Manifest
 
 def kinds(objects: list[Manifest]) -> list[str]:
     return sorted(o["kind"] for o in objects)
+
+
+def is_test_hook(manifest: Manifest) -> bool:
+    hook: str | None = manifest["metadata"].get("annotations", {}).get("helm.sh/hook")
+    return hook == "test"
+
+
+def hook_pod(objects: list[Manifest]) -> Manifest:
+    (pod,) = [o for o in objects if is_test_hook(o)]
+    return pod
 
 
 def container(objects: list[Manifest]) -> Manifest:
@@ -230,6 +279,7 @@ def test_defaults_render_the_core_objects_and_no_optional_ones(chart: Any) -> No
         "ConfigMap",
         "ConfigMap",
         "Deployment",
+        "Pod",  # the `helm test` hook
         "PodDisruptionBudget",
         "Service",
         "ServiceAccount",
@@ -242,6 +292,7 @@ def test_secure_release_adds_monitoring_and_the_network_policy(chart: Any) -> No
         "ConfigMap",
         "Deployment",
         "NetworkPolicy",
+        "Pod",
         "PodDisruptionBudget",
         "PrometheusRule",
         "Service",
@@ -253,7 +304,9 @@ def test_secure_release_adds_monitoring_and_the_network_policy(chart: Any) -> No
 def test_every_object_carries_the_standard_labels(chart: Any) -> None:
     for manifest in render(chart, SECURE):
         labels = manifest["metadata"]["labels"]
-        assert labels["app.kubernetes.io/name"] == "pypi-bridge"
+        # The test Pod's name label differs, so the Service never routes to it.
+        expected_name = "pypi-bridge-test" if is_test_hook(manifest) else "pypi-bridge"
+        assert labels["app.kubernetes.io/name"] == expected_name
         assert labels["app.kubernetes.io/instance"] == RELEASE
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
         assert labels["app.kubernetes.io/version"] == "0.1.0"
@@ -528,6 +581,15 @@ def test_whole_numbers_render_without_an_exponent(chart: Any) -> None:
     assert config["PYPI_BRIDGE_BATCH_SIZE"] == "5000000"
 
 
+def test_pypi_proxy_and_ca_file_reach_the_bridge_only_when_set(chart: Any) -> None:
+    config = bridge_config(render(chart, PLAIN_SASL))
+    assert config["PYPI_BRIDGE_PYPI_PROXY"] == "http://proxy.infra:3128"
+    assert config["PYPI_BRIDGE_PYPI_CA_FILE"] == "/etc/pypi-bridge/mirror-ca/ca.crt"
+    defaults = bridge_config(render(chart))
+    assert "PYPI_BRIDGE_PYPI_PROXY" not in defaults
+    assert "PYPI_BRIDGE_PYPI_CA_FILE" not in defaults
+
+
 def test_start_serial_zero_is_kept(chart: Any) -> None:
     config = bridge_config(render(chart, {"bridge": {"startSerial": 0}}))
     assert config["PYPI_BRIDGE_START_SERIAL"] == "0"
@@ -583,6 +645,120 @@ def test_container_runs_the_bridge_with_resources(chart: Any) -> None:
     assert bridge["image"] == "pypi-kafka-bridge:0.1.0"
     assert set(bridge["resources"]) == {"requests", "limits"}
     assert bridge["envFrom"] == [{"configMapRef": {"name": FULLNAME}}]
+
+
+def test_resources_default_to_the_measured_backfill(chart: Any) -> None:
+    resources = container(render(chart))["resources"]
+    # Measured: a 1,000,000-row backfill takes about 0.8 of a core and peaks at 140 MB RSS.
+    assert resources["requests"] == {"cpu": "800m", "memory": "192Mi"}
+    assert resources["limits"] == {"cpu": "1", "memory": "512Mi"}
+    values_text = (CHART_DIR / "values.yaml").read_text(encoding="utf-8")
+    comment = values_text.split("\nresources:", 1)[0].rsplit("\n\n", 1)[1]
+    for figure in ("make bench", "1,000,000-row backfill", "0.8 of a core", "140 MB"):
+        assert figure in comment, figure
+
+
+def test_image_registry_prefixes_the_repository(chart: Any) -> None:
+    assert container(render(chart, SECURE))["image"] == (
+        "registry.example.org:5000/data/pypi-kafka-bridge:0.1.0"
+    )
+    digest = "sha256:" + "b" * 64
+    values = {"image": {"registry": "ghcr.io", "digest": digest}}
+    assert container(render(chart, values))["image"] == f"ghcr.io/pypi-kafka-bridge@{digest}"
+
+
+def test_extra_env_may_come_from_a_secret(chart: Any) -> None:
+    env = {e["name"]: e for e in container(render(chart, SECURE))["env"]}
+    assert env["PROXY_PASSWORD"] == {
+        "name": "PROXY_PASSWORD",
+        "valueFrom": {"secretKeyRef": {"name": "egress-proxy", "key": "password"}},
+    }
+
+
+def test_extra_env_from_follows_the_bridge_config_map(chart: Any) -> None:
+    assert container(render(chart, SECURE))["envFrom"] == [
+        {"configMapRef": {"name": FULLNAME}},
+        {"secretRef": {"name": "egress-proxy-env"}, "prefix": "PROXY_"},
+    ]
+
+
+def test_extra_volumes_are_mounted_beside_the_charts_own(chart: Any) -> None:
+    objects = render(chart, SECURE)
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["mirror-ca"] == {"name": "mirror-ca", "configMap": {"name": "pypi-mirror-ca"}}
+    assert {"tmp", "kafka-tls", "kafka-sasl"} <= set(volumes)
+    mounts = {m["name"]: m for m in container(objects)["volumeMounts"]}
+    assert mounts["mirror-ca"] == {
+        "name": "mirror-ca",
+        "mountPath": "/etc/pypi-bridge/mirror-ca",
+        "readOnly": True,
+    }
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"extraEnv": [{"name": "A", "value": "x", "valueFrom": {"fieldRef": {"fieldPath": "x"}}}]},
+        {"extraEnv": [{"name": "A"}]},
+        {"extraEnv": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s"}}}]},
+        {"extraEnvFrom": [{"secret": {"name": "s"}}]},
+        {"extraVolumeMounts": [{"name": "ca"}]},
+        {"image": {"registry": "https://registry.example.org"}},
+        {"podDisruptionBudget": {"unhealthyPodEvictionPolicy": "Never"}},
+        {"podDisruptionBudget": {"maxUnavailable": 0}},
+        {"containerSecurityContext": {"allowPrivilegeEscalation": True}},
+        {"containerSecurityContext": {"privileged": True}},
+        {"networkPolicy": {"extraEgress": [{"ports": [{"port": 3128, "protocol": "HTTP"}]}]}},
+        {"prometheusRule": {"rules": {"PypiBridgeNoLeader": {"threshold": 1}}}},
+        {"prometheusRule": {"rules": {"PypiBridgeNoProgress": {"severity": "page"}}}},
+        {"prometheusRule": {"rules": {"PypiBridgeNoProgres": {"enabled": False}}}},
+        {"prometheusRule": {"groupBy": []}},
+        {"prometheusRule": {"selector": '{job="x"}'}},
+    ],
+    ids=lambda v: json.dumps(v),
+)
+def test_schema_rejects_bad_new_values(chart: Any, values: Values) -> None:
+    with pytest.raises(helm.HelmValuesError):
+        render(chart, values)
+
+
+# --- security contexts ----------------------------------------------------------------------
+
+
+def test_openshift_preset_leaves_the_ids_to_the_restricted_scc(chart: Any) -> None:
+    objects = render(chart, OPENSHIFT)
+    for pod in (one(objects, "Deployment")["spec"]["template"]["spec"], hook_pod(objects)["spec"]):
+        context = pod["securityContext"]
+        assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(context)
+        assert context["runAsNonRoot"] is True
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    bridge = container(objects)["securityContext"]
+    assert "runAsUser" not in bridge
+    assert bridge["allowPrivilegeEscalation"] is False
+    assert bridge["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_container_security_context_is_merged_over_the_locked_down_one(chart: Any) -> None:
+    context = container(render(chart, OPENSHIFT))["securityContext"]
+    assert context["seLinuxOptions"] == {"level": "s0:c26,c5"}
+    assert context["readOnlyRootFilesystem"] is True
+    custom = {
+        "containerSecurityContext": {"runAsUser": 20000, "capabilities": {"drop": ["NET_RAW"]}}
+    }
+    context = container(render(chart, custom))["securityContext"]
+    assert context["runAsUser"] == 20000
+    assert context["capabilities"] == {"drop": ["NET_RAW"]}
+    assert context["runAsNonRoot"] is True
+
+
+def test_pod_security_context_takes_the_further_settings(chart: Any) -> None:
+    context = one(render(chart, SECURE), "Deployment")["spec"]["template"]["spec"][
+        "securityContext"
+    ]
+    assert context["fsGroupChangePolicy"] == "OnRootMismatch"
+    assert context["supplementalGroups"] == [4000]
+    assert (context["runAsUser"], context["fsGroup"]) == (10001, 10001)
 
 
 def test_image_digest_wins_over_the_tag(chart: Any) -> None:
@@ -691,6 +867,31 @@ def test_disruption_budget_keeps_one_replica_when_there_are_several(
     assert len(found) == budgets
     if found:
         assert found[0]["spec"]["minAvailable"] == 1
+        assert "maxUnavailable" not in found[0]["spec"]
+
+
+def test_disruption_budget_lets_drains_evict_pods_that_are_not_ready(chart: Any) -> None:
+    # While Kafka is away /readyz is 503 on every replica; the budget must not block a drain.
+    budget = one(render(chart), "PodDisruptionBudget")["spec"]
+    assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    strict = {"podDisruptionBudget": {"unhealthyPodEvictionPolicy": "IfHealthyBudget"}}
+    budget = one(render(chart, strict), "PodDisruptionBudget")["spec"]
+    assert budget["unhealthyPodEvictionPolicy"] == "IfHealthyBudget"
+
+
+def test_disruption_budget_may_count_replicas_down_instead(chart: Any) -> None:
+    budget = one(render(chart, OPENSHIFT), "PodDisruptionBudget")["spec"]
+    assert budget["maxUnavailable"] == 1
+    assert "minAvailable" not in budget
+    assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_disruption_budget_refuses_to_let_every_replica_go(chart: Any) -> None:
+    values = {"replicaCount": 2, "podDisruptionBudget": {"maxUnavailable": 2}}
+    with pytest.raises(
+        helm.HelmRenderError, match=r"maxUnavailable \(2\) must be below replicaCount"
+    ):
+        render(chart, values)
 
 
 def test_network_policy_allows_kafka_pypi_dns_out_and_http_in(chart: Any) -> None:
@@ -702,13 +903,21 @@ def test_network_policy_allows_kafka_pypi_dns_out_and_http_in(chart: Any) -> Non
             "from": SECURE["networkPolicy"]["ingressFrom"],
         }
     ]
-    kafka, pypi, dns = policy["egress"]
+    kafka, pypi, dns, _proxy = policy["egress"]
     assert kafka == {
         "ports": [{"port": 9093, "protocol": "TCP"}],
         "to": SECURE["networkPolicy"]["kafka"]["to"],
     }
     assert pypi == {"ports": [{"port": 443, "protocol": "TCP"}]}
     assert dns["ports"] == [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+
+
+def test_network_policy_appends_the_extra_egress_rules(chart: Any) -> None:
+    egress = one(render(chart, SECURE), "NetworkPolicy")["spec"]["egress"]
+    assert len(egress) == 4
+    assert egress[3] == SECURE["networkPolicy"]["extraEgress"][0]
+    default = one(render(chart, {"networkPolicy": {"enabled": True}}), "NetworkPolicy")
+    assert len(default["spec"]["egress"]) == 3
 
 
 # --- Prometheus Operator objects (checked structurally) and the Grafana dashboard ----------
@@ -731,20 +940,52 @@ def test_service_monitor_scrapes_every_replica_on_http(chart: Any) -> None:
     ]
 
 
-def test_prometheus_rule_carries_the_rule_file_verbatim(chart: Any) -> None:
+def test_pod_monitor_scrapes_every_replica_instead_of_the_service_monitor(chart: Any) -> None:
+    objects = render(chart, OPENSHIFT)
+    assert "ServiceMonitor" not in kinds(objects)
+    monitor = one(objects, "PodMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    spec = monitor["spec"]
+    assert set(spec) == {"namespaceSelector", "selector", "podMetricsEndpoints"}
+    assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert spec["podMetricsEndpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+    ]
+
+
+def test_alerts_follow_the_job_the_pod_monitor_gives(chart: Any) -> None:
+    rule = one(render(chart, OPENSHIFT), "PrometheusRule")
+    exprs = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    # The Prometheus Operator names a PodMonitor's job <namespace>/<name>.
+    assert all(f'namespace="{NAMESPACE}", job="{NAMESPACE}/{FULLNAME}"' in e for e in exprs)
+
+
+def test_service_and_pod_monitor_together_fail_the_render(chart: Any) -> None:
+    values = {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}
+    with pytest.raises(helm.HelmRenderError, match="enable one of the two"):
+        render(chart, values)
+
+
+def test_prometheus_rule_is_the_plain_rule_file_for_the_releases_own_job(chart: Any) -> None:
     rule = one(render(chart, SECURE), "PrometheusRule")
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
     assert set(rule["spec"]) == {"groups"}
-    rule_file = CHART_DIR / "files" / "prometheus-rules.yaml"
-    expected = yaml.safe_load(rule_file.read_text(encoding="utf-8"))["groups"]
-    assert rule["spec"]["groups"] == expected
+    plain = yaml.safe_load((CHART_DIR / "files" / "prometheus-rules.yaml").read_text())["groups"]
+    # The same rules; only the selector differs: this release's namespace and Service.
+    release_selector = f'namespace="{NAMESPACE}", job="{FULLNAME}"'
+    for group in plain:
+        for entry in group["rules"]:
+            entry["expr"] = entry["expr"].replace('job="pypi-bridge"', release_selector)
+    assert rule["spec"]["groups"] == plain
     for group in rule["spec"]["groups"]:
         assert isinstance(group["name"], str)
-        assert group["rules"]
+        assert len(group["rules"]) == 11
         for entry in group["rules"]:
             assert ("alert" in entry) != ("record" in entry)
-            assert isinstance(entry["expr"], str)
-            assert entry["expr"].strip()
+            assert release_selector in entry["expr"]
 
 
 def test_grafana_dashboard_configmap_carries_the_dashboard_for_the_sidecar(chart: Any) -> None:
@@ -783,3 +1024,132 @@ def test_notes_tell_how_to_find_the_leader(chart: Any) -> None:
 def test_notes_warn_about_a_single_replica(chart: Any) -> None:
     assert "no standby" in notes(chart, {"replicaCount": 1})
     assert "no standby" not in notes(chart)
+
+
+# --- Chart.yaml -----------------------------------------------------------------------------
+
+
+def test_chart_metadata_describes_the_chart() -> None:
+    chart_yaml = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text(encoding="utf-8"))
+    assert chart_yaml["description"].strip()
+    # unhealthyPodEvictionPolicy is on by default from 1.27.
+    assert chart_yaml["kubeVersion"] == ">=1.27.0-0"
+    assert {"pypi", "kafka"} <= set(chart_yaml["keywords"])
+    assert all(m["name"] for m in chart_yaml["maintainers"])
+    annotations = chart_yaml["annotations"]
+    assert annotations["artifacthub.io/license"] == "Apache-2.0"
+    (image,) = yaml.safe_load(annotations["artifacthub.io/images"])
+    assert image["image"] == f"pypi-kafka-bridge:{chart_yaml['appVersion']}"
+
+
+# --- helm test ------------------------------------------------------------------------------
+
+
+def test_helm_test_pod_asks_the_service_for_readyz(chart: Any) -> None:
+    objects = render(chart)
+    pod = hook_pod(objects)
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never"
+    assert spec["automountServiceAccountToken"] is False
+    (check,) = spec["containers"]
+    # The bridge's own image: nothing else to pull in an air-gapped cluster.
+    assert check["image"] == container(objects)["image"]
+    assert check["command"][:2] == ["python", "-c"]
+    assert check["command"][-1] == f"http://{FULLNAME}.{NAMESPACE}.svc:9300/readyz"
+    assert check["securityContext"] == container(objects)["securityContext"]
+
+
+def test_helm_test_pod_is_never_behind_the_service(chart: Any) -> None:
+    objects = render(chart)
+    selector = one(objects, "Service")["spec"]["selector"]
+    labels = hook_pod(objects)["metadata"]["labels"]
+    assert not selector.items() <= labels.items()
+
+
+def test_helm_test_follows_the_service_port_and_can_be_left_out(chart: Any) -> None:
+    pod = hook_pod(render(chart, {"service": {"port": 8080}}))
+    assert pod["spec"]["containers"][0]["command"][-1].endswith(".svc:8080/readyz")
+    assert not [o for o in render(chart, {"tests": {"enabled": False}}) if is_test_hook(o)]
+
+
+async def test_helm_test_script_passes_against_a_ready_bridge(chart: Any) -> None:
+    (check,) = hook_pod(render(chart))["spec"]["containers"]
+    script = check["command"][2]
+    health = Health(broker_reachable=True, role="standby", detail="standing by")
+    runner, port = await start_http(Metrics("helm-test"), health, "127.0.0.1", 0)
+    try:
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-c", script, f"http://127.0.0.1:{port}/readyz"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        await runner.cleanup()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " 200 " in result.stdout
+    assert '"role": "standby"' in result.stdout
+
+
+# --- the chart README's values table --------------------------------------------------------
+
+VALUES_TABLE = ROOT / "deploy" / "helm" / "values_table.py"
+CHART_README = CHART_DIR / "README.md"
+
+
+def _values_table(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(VALUES_TABLE), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_chart_readme_values_table_is_up_to_date() -> None:
+    result = _values_table("--check")
+    assert result.returncode == 0, result.stderr
+
+
+def test_values_table_check_fails_on_a_stale_readme(tmp_path: Path) -> None:
+    stale = tmp_path / "README.md"
+    text = CHART_README.read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("| `image.registry`"))
+    stale.write_text(text.replace(row + "\n", ""), encoding="utf-8")
+    result = _values_table("--check", "--readme", str(stale))
+    assert result.returncode == 1
+    assert "make chart-docs" in result.stderr
+    assert _values_table("--readme", str(stale)).returncode == 0
+    assert stale.read_text(encoding="utf-8") == text
+
+
+def _table_rows() -> dict[str, list[str]]:
+    rows: dict[str, list[str]] = {}
+    for line in CHART_README.read_text(encoding="utf-8").splitlines():
+        if line.startswith("| `"):
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            rows[cells[0].strip("`")] = cells
+    return rows
+
+
+def test_values_table_describes_every_top_level_value_with_its_default() -> None:
+    rows = _table_rows()
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text(encoding="utf-8"))
+    for key in schema["properties"]:
+        assert any(row == key or row.startswith(f"{key}.") for row in rows), key
+    assert all(cells[3] for cells in rows.values())
+    assert rows["podDisruptionBudget.unhealthyPodEvictionPolicy"][2] == '`"AlwaysAllow"`'
+    assert rows["resources.requests"][2] == '`{"cpu": "800m", "memory": "192Mi"}`'
+    assert rows["openshift"][2] == "`false`"
+    assert "secretKeyRef" in rows["extraEnv"][3]
+
+
+def test_notes_name_the_job_the_alerts_select(chart: Any) -> None:
+    text = notes(chart, OPENSHIFT)
+    assert f'PodMonitor {FULLNAME} (job="{NAMESPACE}/{FULLNAME}")' in text
+    assert f'The alerts select namespace="{NAMESPACE}", job="{NAMESPACE}/{FULLNAME}"' in text
+    assert f"helm test {RELEASE} -n {NAMESPACE}" in text

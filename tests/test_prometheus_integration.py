@@ -59,6 +59,7 @@ QUIET_ON_A_HEALTHY_BRIDGE = {
     "PypiBridgeNoProgress",
     "PypiBridgeDown",
     "PypiBridgeAllReplicasDown",
+    "PypiBridgeNotScraped",
 }
 _URL = re.compile(r"http://127\.0\.0\.1:\d+/\S*")
 
@@ -461,6 +462,16 @@ PANEL_CHECKS: dict[tuple[str, str], Check] = {
     ("Leader by replica", "B"): at_least(0.0),
     # A fresh bridge on fresh topics has nothing to skip.
     ("Rows skipped on recovery", "A"): exactly(0.0),
+    # The leader stamps progress on every commit and every empty poll (0.2 s apart here).
+    ("No progress: time since the last commit or empty poll", "A"): within(0.0, 30.0),
+    # The simulator advertises PyPI's quota in RateLimit headers.
+    ("PyPI quota", "A"): at_least(0.0),
+    ("PyPI quota", "B"): positive,
+    ("PyPI quota", "C"): at_least(0.0),
+    ("CPU by replica", "A"): within(0.0, 4.0),
+    ("Resident memory by replica", "A"): within(1e6, 2e9),
+    ("Open file descriptors by replica", "A"): positive,
+    ("Open file descriptors by replica", "B"): positive,
 }
 
 

@@ -27,9 +27,18 @@ from referencing.jsonschema import DRAFT7
 from bridge import parse
 from bridge.config import TopicSettings
 from bridge.events import EVENT_TYPES, PACKAGE_TYPES, Event, event_fields, event_from_json
+from bridge.index import ProjectIndex
 from bridge.parse import Row, parse_row
-from bridge.routing import CE_TYPE_PREFIX, HEADER_NAMES, Router, topic_name
+from bridge.routing import (
+    CE_TYPE_PREFIX,
+    HEADER_NAMES,
+    Router,
+    projects_topic,
+    topic_name,
+    watermark_topic,
+)
 from bridge.simulator import LEGACY_END, SimulatorSettings, era_serial
+from bridge.watermark import Watermark
 from tests.conftest import ROOT
 
 SCHEMAS = ROOT / "schemas"
@@ -740,6 +749,16 @@ ASYNCAPI_SUBSET: dict[str, Any] = {
                                     "topic": _TEXT,
                                     "partitions": {"type": "integer", "minimum": 1},
                                     "replicas": {"type": "integer", "minimum": 1},
+                                    "topicConfiguration": {
+                                        "type": "object",
+                                        "additionalProperties": False,
+                                        "properties": {
+                                            "cleanup.policy": {
+                                                "type": "array",
+                                                "items": {"enum": ["delete", "compact"]},
+                                            }
+                                        },
+                                    },
                                     "bindingVersion": {"const": "0.5.0"},
                                 },
                             }
@@ -868,7 +887,10 @@ def test_asyncapi_server_host_is_a_parameter() -> None:
 def test_asyncapi_has_a_channel_per_event_type_at_its_default_topic() -> None:
     prefix = TopicSettings().prefix
     addresses = {name: channel["address"] for name, channel in asyncapi()["channels"].items()}
-    assert addresses == {t: topic_name(prefix, t) for t in EVENT_TYPES}
+    assert addresses == {t: topic_name(prefix, t) for t in EVENT_TYPES} | {
+        "projects": projects_topic(prefix),
+        "watermark": watermark_topic(prefix),
+    }
 
 
 @pytest.mark.parametrize("type_name", TYPE_NAMES)
@@ -902,7 +924,8 @@ def test_asyncapi_consumers_receive_from_every_channel() -> None:
         (message,) = operation["messages"]
         assert message["$ref"].startswith(f"{channel}/messages/")
         received[channel] = resolve_local(message["$ref"])["$ref"]
-    assert received == {f"#/channels/{t}": f"#/components/messages/{t}" for t in EVENT_TYPES}
+    channels = [*EVENT_TYPES, "projects", "watermark"]
+    assert received == {f"#/channels/{t}": f"#/components/messages/{t}" for t in channels}
 
 
 @pytest.mark.parametrize("type_name", TYPE_NAMES)
@@ -967,3 +990,63 @@ def test_asyncapi_wrong_cloudevents_type_is_rejected() -> None:
     headers = {name: value.decode() for name, value in record.headers}
     headers["ce_type"] = f"{CE_TYPE_PREFIX}release.removed"
     assert not asyncapi_validator("#/components/messages/release.created/headers").is_valid(headers)
+
+
+# --- the project index and the watermark --------------------------------------------------------
+
+
+def topic_schema(name: str) -> Draft202012Validator:
+    path = SCHEMAS / "topics" / f"{name}.json"
+    schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def topic_examples(validator: Draft202012Validator) -> list[Any]:
+    schema = validator.schema
+    assert isinstance(schema, dict)
+    examples: list[Any] = schema["examples"]
+    return examples
+
+
+def test_index_records_validate_against_their_schema() -> None:
+    validator = topic_schema("projects")
+    index = ProjectIndex({"seeded-bad"})
+    values = [
+        *index.seed([("Seeded.Bad", 3), ("Plain", 4)]).values(),
+        *index.updates([parse_row(case.row) for case in CATALOG]).values(),
+    ]
+    written = [orjson.loads(v) for v in values if v is not None]
+    assert len(written) >= 3
+    for value in written:
+        errors = [e.message for e in validator.iter_errors(value)]
+        assert not errors, (value, errors)
+    (example,) = topic_examples(validator)
+    assert validator.is_valid(example)
+
+
+def test_watermarks_validate_against_their_schema() -> None:
+    validator = topic_schema("watermark")
+    for mark in (
+        Watermark(serial=0, timestamp=None),
+        Watermark(
+            serial=9, timestamp=1_700_000_000, offsets={"pypi.release.created": [3]}, head=12
+        ),
+    ):
+        value = orjson.loads(mark.encode())
+        assert not [e.message for e in validator.iter_errors(value)], value
+    (example,) = topic_examples(validator)
+    assert validator.is_valid(example)
+
+
+def test_asyncapi_index_and_watermark_channels_name_their_topics() -> None:
+    channels = asyncapi()["channels"]
+    defaults = TopicSettings()
+    projects = channels["projects"]["bindings"]["kafka"]
+    assert (projects["topic"], projects["partitions"]) == (
+        projects_topic(defaults.prefix),
+        defaults.partitions,
+    )
+    assert projects["topicConfiguration"]["cleanup.policy"] == ["compact"]
+    watermark = channels["watermark"]["bindings"]["kafka"]
+    assert (watermark["topic"], watermark["partitions"]) == (watermark_topic(defaults.prefix), 1)

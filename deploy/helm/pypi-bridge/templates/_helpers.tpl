@@ -49,11 +49,80 @@ app.kubernetes.io/part-of: pypi-kafka-bridge
 {{- end }}
 {{- end }}
 
+{{/* registry/repository:tag, or registry/repository@digest; the registry is optional. */}}
 {{- define "pypi-bridge.image" -}}
+{{- $repository := .Values.image.repository }}
+{{- with .Values.image.registry }}
+{{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}
+{{- end }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The pod's securityContext. With `openshift`, the user, group and fsGroup are left out: the
+restricted SCC assigns them from the namespace's range and refuses pods that fix their own.
+*/}}
+{{- define "pypi-bridge.podSecurityContext" -}}
+{{- $psc := .Values.podSecurityContext -}}
+runAsNonRoot: true
+{{- if not .Values.openshift }}
+runAsUser: {{ $psc.runAsUser | int64 }}
+runAsGroup: {{ $psc.runAsGroup | int64 }}
+# Group ownership of the mounted Secrets, so the non-root user can read 0440 files.
+fsGroup: {{ $psc.fsGroup | int64 }}
+{{- end }}
+{{- with $psc.fsGroupChangePolicy }}
+fsGroupChangePolicy: {{ . }}
+{{- end }}
+{{- with $psc.supplementalGroups }}
+supplementalGroups:
+  {{- range . }}
+  - {{ . | int64 }}
+  {{- end }}
+{{- end }}
+{{- with $psc.seLinuxOptions }}
+seLinuxOptions:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* The container's securityContext: locked down, with containerSecurityContext merged over. */}}
+{{- define "pypi-bridge.containerSecurityContext" -}}
+{{- $locked := dict
+  "runAsNonRoot" true
+  "readOnlyRootFilesystem" true
+  "allowPrivilegeEscalation" false
+  "privileged" false
+  "capabilities" (dict "drop" (list "ALL"))
+  "seccompProfile" (dict "type" "RuntimeDefault") }}
+{{- toYaml (mergeOverwrite $locked (deepCopy .Values.containerSecurityContext)) }}
+{{- end }}
+
+{{/*
+The `job` label Prometheus gives this release's series: the Service's name through the
+ServiceMonitor (and a plain Kubernetes scrape of the Service), <namespace>/<name> through the
+PodMonitor (the Prometheus Operator's default job for a PodMonitor without jobLabel).
+*/}}
+{{- define "pypi-bridge.scrapeJob" -}}
+{{- if .Values.podMonitor.enabled }}
+{{- printf "%s/%s" (default .Release.Namespace .Values.podMonitor.namespace) (include "pypi-bridge.fullname" .) }}
+{{- else }}
+{{- include "pypi-bridge.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/* Label matchers of this release's series in the alert rules. */}}
+{{- define "pypi-bridge.alertSelector" -}}
+{{- if .Values.prometheusRule.selector }}
+{{- .Values.prometheusRule.selector }}
+{{- else }}
+{{- printf "namespace=%q, job=%q" .Release.Namespace (include "pypi-bridge.scrapeJob" .) }}
 {{- end }}
 {{- end }}
 
@@ -111,5 +180,8 @@ first so a bad release never reaches a crash loop.
 {{- end }}
 {{- if and $tls.existingSecret (not (include "pypi-bridge.usesTls" .)) }}
 {{- fail (printf "kafka.tls.existingSecret is set but kafka.securityProtocol is %s; use SSL or SASL_SSL" $k.securityProtocol) }}
+{{- end }}
+{{- if and .Values.serviceMonitor.enabled .Values.podMonitor.enabled }}
+{{- fail "serviceMonitor.enabled and podMonitor.enabled would scrape every replica twice; enable one of the two" }}
 {{- end }}
 {{- end }}
