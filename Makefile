@@ -110,6 +110,7 @@ chart-docs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.backfill
+	$(BIN)/python -m benchmarks.ordered_memory
 
 # Coverage-guided fuzzing (atheris) of bytes -> decoder -> row rule -> parser -> record, for
 # FUZZ_SECONDS (`make fuzz FUZZ_SECONDS=3600`); `make test` runs a bounded run (tests/test_fuzz.py).
