@@ -21,6 +21,7 @@ merge back until a watermark (`bridge.watermark`) proves it can hold nothing ear
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime
 import fnmatch
 import heapq
@@ -225,6 +226,37 @@ def search_client(kafka: KafkaSettings, partitions: Iterable[TopicPartition]) ->
     if chosen:
         client.pause(*chosen)
     return client
+
+
+async def read_watermark(kafka: KafkaSettings, prefix: str) -> Watermark | None:
+    """The newest watermark of `prefix`, or None while there is none (or no topic yet).
+
+    Clients of its own: a consumer or mirror asks this before it reads anything else. The topic
+    is looked for first, by a client with nothing assigned: assigning a missing topic would ask
+    for its metadata, and a broker with `auto.create.topics.enable` would create it.
+    """
+    tp = TopicPartition(watermark_topic(prefix), 0)
+    async with _started(kafka, consumer(kafka)) as probe:
+        if tp.topic not in await probe.topics():
+            return None
+    async with _started(kafka, search_client(kafka, [tp])) as client:
+        found, _, _ = await newest_watermark(client, prefix)
+    return found
+
+
+@contextlib.asynccontextmanager
+async def _started(
+    kafka: KafkaSettings, client: AIOKafkaConsumer
+) -> AsyncIterator[AIOKafkaConsumer]:
+    """`client` started (one line if Kafka cannot be reached), and stopped on the way out."""
+    try:
+        try:
+            await client.start()
+        except KafkaConnectionError as exc:
+            raise await refusal(kafka) or unreachable(kafka, exc) from None
+        yield client
+    finally:
+        await client.stop()
 
 
 async def newest_watermark(

@@ -333,14 +333,8 @@ class Sink:
         if self._producer is None or self.checkpoint is None:
             raise RuntimeError("Sink.heartbeat before the first publish")
         self.check_lease()
-        watermark = self._watermark(self.checkpoint, head)
-        topic = watermark_topic(self.topics.prefix)
-        async with self._translated():
-            if self.mode == "transactional":
-                async with self._producer.transaction():
-                    await self._producer.send_and_wait(topic, watermark.encode(), self._mark_key)
-            else:
-                await self._producer.send_and_wait(topic, watermark.encode(), self._mark_key)
+        async with self._write():
+            await (await self._send_watermark(self.checkpoint, head))
         self.watermark_at = time.monotonic()
 
     async def seed_index(self, listing: Mapping[str, int], head: int | None = None) -> int:
@@ -357,15 +351,22 @@ class Sink:
         written = 0
         while chunk := self._index_records(self.index.seed(itertools.islice(pairs, SEED_CHUNK))):
             written += len(chunk)
-            async with self._translated():
-                if self.mode == "transactional":
-                    async with self._producer.transaction():
-                        await self._send_all((), chunk)
-                else:
-                    await self._send_all((), chunk)
+            async with self._write():
+                await self._send_all((), chunk)
         self.index_seeded = True
         await self.publish([], self.checkpoint.serial, self.checkpoint.timestamp, head)
         return written
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[None]:
+        """One write of its own: a transaction in transactional mode; errors translated."""
+        assert self._producer is not None
+        async with self._translated():
+            if self.mode == "transactional":
+                async with self._producer.transaction():
+                    yield
+            else:
+                yield
 
     @contextlib.asynccontextmanager
     async def _translated(self) -> AsyncIterator[None]:
@@ -402,15 +403,23 @@ class Sink:
             head=head if head is None else max(head, checkpoint.serial),
         )
 
+    async def _send_watermark(
+        self, checkpoint: Checkpoint, head: int | None
+    ) -> asyncio.Future[RecordMetadata]:
+        """Queue the public watermark for what `checkpoint` covers; the future of its send."""
+        assert self._producer is not None
+        sent: asyncio.Future[RecordMetadata] = await self._producer.send(
+            watermark_topic(self.topics.prefix),
+            self._watermark(checkpoint, head).encode(),
+            self._mark_key,
+        )
+        return sent
+
     async def _send_marks(self, checkpoint: Checkpoint, head: int | None) -> None:
         """The checkpoint (internal) and the watermark (public) for the batch, side by side."""
         assert self._producer is not None
         sent = [
-            await self._producer.send(
-                watermark_topic(self.topics.prefix),
-                self._watermark(checkpoint, head).encode(),
-                self._mark_key,
-            ),
+            await self._send_watermark(checkpoint, head),
             await self._producer.send(
                 checkpoint_topic(self.topics.prefix),
                 checkpoint.encode(),

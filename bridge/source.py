@@ -65,7 +65,19 @@ def throttle_delay(message: str) -> float | None:
     if "HTTPTooManyRequests" not in message:
         return None
     found = _RESET_IN.search(message)
-    delay = float(found.group(1)) if found else 60.0
+    return server_wait(found.group(1) if found else None)
+
+
+def server_wait(text: str | None) -> float:
+    """Seconds a server asked us to wait, from its number; 60 when absent or unreadable.
+
+    At least 1 s. An HTTP date, a negative or non-finite number all fall back to 60 s; the caller
+    caps the result by --max-backoff.
+    """
+    try:
+        delay = float(text) if text is not None else 60.0
+    except ValueError:
+        return 60.0
     return max(1.0, delay) if math.isfinite(delay) else 60.0
 
 
@@ -490,7 +502,7 @@ class PyPIClient:
         self, url: str, status: int, payload: bytes, headers: Mapping[str, str]
     ) -> bytes:
         if status == 429:
-            delay = retry_after(headers.get("Retry-After"))
+            delay = server_wait(headers.get("Retry-After"))
             raise Throttled(delay, f"HTTP 429 from {url}")
         if status == 407 or (status == 401 and self.settings.proxy is not None):
             # Through a proxy a plain-HTTP request gets the proxy's refusal as its answer.
@@ -546,18 +558,6 @@ def tls_context(settings: SourceSettings) -> ssl.SSLContext | bool:
             "give a readable file of PEM certificates",
         ) from None
     return context
-
-
-def retry_after(value: str | None) -> float:
-    """Seconds from a Retry-After header (delta seconds); 60 when absent or unreadable.
-
-    An HTTP date, a negative or non-finite number all fall back to 60 s; the caller caps it.
-    """
-    try:
-        delay = float(value) if value is not None else 60.0
-    except ValueError:
-        return 60.0
-    return max(1.0, delay) if math.isfinite(delay) else 60.0
 
 
 def _too_large(url: str, what: str) -> TransientSourceError:

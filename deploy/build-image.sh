@@ -15,7 +15,7 @@
 #   DEBIAN_MIRROR    for debootstrap           (default: http://deb.debian.org/debian)
 #   PIP_CA_FILE      CA bundle pip must trust during the build, e.g. behind a TLS-inspecting
 #                    proxy; passed as a build secret, never stored (default: $PIP_CERT if set)
-#   CONTAINERS_STORAGE_CONF  buildah's storage (the tests keep theirs under .cache/image)
+#   CONTAINERS_STORAGE_CONF  buildah's storage (the tests keep theirs in ~/.cache/pypi-kafka-bridge/image)
 set -eu
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

@@ -33,17 +33,17 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaConnectionError
 
 from bridge.config import KafkaSettings
-from bridge.consumer import EventStream, newest_watermark
+from bridge.consumer import EventStream, read_watermark
 from bridge.errors import BridgeError
 from bridge.events import Event
 from bridge.index import QUARANTINED, ProjectIndex
 from bridge.kafka import consumer, partitions_of, read_ranges, unreachable
 from bridge.parse import normalize_name
-from bridge.routing import projects_topic, watermark_topic
+from bridge.routing import projects_topic
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -146,11 +146,7 @@ class Mirror:
 
 async def read_index(kafka: KafkaSettings, prefix: str) -> tuple[int, dict[str, bytes]]:
     """The newest watermark's serial (0 if none), then the index topic read to its end."""
-    async with _reader(kafka) as client:
-        watermark_partition = TopicPartition(watermark_topic(prefix), 0)
-        client.assign([watermark_partition])
-        client.pause(watermark_partition)
-        watermark, _, _ = await newest_watermark(client, prefix)
+    watermark = await read_watermark(kafka, prefix)
     async with _reader(kafka) as client:
         partitions = await partitions_of(client, [projects_topic(prefix)])
         begins = await client.beginning_offsets(partitions)

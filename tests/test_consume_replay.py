@@ -29,12 +29,11 @@ from aiokafka import TopicPartition
 
 from bridge.broker import EmbeddedBroker
 from bridge.config import KafkaSettings
-from bridge.consumer import EventStream, _Merge, newest_watermark, parse_time, search_client
+from bridge.consumer import EventStream, _Merge, parse_time, read_watermark
 from bridge.errors import ConfigError
 from bridge.events import EVENT_TYPES, Event
-from bridge.kafka import consumer
 from bridge.parse import parse_row
-from bridge.routing import partition_for, topic_name, watermark_topic
+from bridge.routing import partition_for, topic_name
 from bridge.watermark import Watermark
 from tests.realkafka import KafkaCluster
 from tests.support import Process, bridge_command, child_env, run_args, start, start_simulator
@@ -81,31 +80,12 @@ def first_per_partition(events: list[Event]) -> dict[tuple[str, int], int]:
     return found
 
 
-async def read_newest_watermark(kafka: KafkaSettings, prefix: str) -> Watermark | None:
-    """The newest watermark on `{prefix}.watermark`, or None if there is none (or no topic)."""
-    probe = consumer(kafka)
-    await probe.start()
-    try:
-        exists = watermark_topic(prefix) in await probe.topics()
-    finally:
-        await probe.stop()
-    if not exists:
-        return None
-    client = search_client(kafka, [TopicPartition(watermark_topic(prefix), 0)])
-    await client.start()
-    try:
-        found, *_ = await newest_watermark(client, prefix)
-    finally:
-        await client.stop()
-    return found
-
-
 async def _wait_for_watermark(bootstrap: str, prefix: str, within: float = 60.0) -> None:
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while loop.time() < deadline:
-        if await read_newest_watermark(kafka, prefix) is not None:
+        if await read_watermark(kafka, prefix) is not None:
             return
         await asyncio.sleep(0.2)
     raise AssertionError(f"no watermark on {prefix}.watermark within {within} s")
@@ -166,10 +146,16 @@ async def journal(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFacto
         "--seed",
         str(SEED),
     )
+    # The oracle is read beside the backfill (it is 17 s of paging and parsing on its own).
+    reading = asyncio.ensure_future(asyncio.to_thread(sim.rows))
     try:
-        rows = await asyncio.to_thread(sim.rows)
+        last = sim.state()["last_serial"]
         prefix = f"replay-{uuid.uuid4().hex[:8]}"
-        common = ("--start-serial", "0", "--partitions", str(PARTITIONS), "--batch-size", "5000")
+        common = (
+            *("--start-serial", "0", "--partitions", str(PARTITIONS), "--batch-size", "5000"),
+            # A 2 s session: each restart waits that long for the killed member to leave.
+            *("--leader-session-timeout", "2"),
+        )
         args = run_args(sim, broker.bootstrap_servers, prefix, *common)
         bridge = start(args, log_dir / "bridge-1.log")
         started.append(bridge)
@@ -180,7 +166,7 @@ async def journal(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFacto
             "--ordered",
             "--from-beginning",
             "--max-events",
-            str(len(rows)),
+            str(ROWS),
         )
         consumers.append(ordered)
         await asyncio.sleep(1.5)
@@ -202,7 +188,6 @@ async def journal(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFacto
         consumers.append(until)
         await asyncio.sleep(2.5)
         bridge.stop(signal.SIGKILL)
-        last = rows[-1][4]
         bridge = start([*args, "--stop-at-serial", str(last)], log_dir / "bridge-3.log")
         started.append(bridge)
         assert await asyncio.to_thread(bridge.wait, 300) == 0, bridge.output()[-3000:]
@@ -212,7 +197,11 @@ async def journal(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFacto
         assert aimed is not None, err[-3000:]
         code_o, out_o, err_o = await _collect(ordered, 300)
         assert code_o == 0, err_o[-3000:]
+        rows = await reading
+        assert len(rows) == ROWS
+        assert rows[-1][4] == last
     finally:
+        reading.cancel()  # a no-op once read; else the thread's answer is not wanted
         sim.stop()
         for process in started:
             process.stop(signal.SIGKILL)
@@ -403,7 +392,7 @@ def test_until_caught_up_started_mid_backfill_printed_exactly_up_to_its_watermar
 
 
 async def test_until_caught_up_stops_at_the_newest_watermark(journal: Journal) -> None:
-    newest = await read_newest_watermark(journal.kafka, journal.prefix)
+    newest = await read_watermark(journal.kafka, journal.prefix)
     assert newest is not None
     assert newest.serial == journal.events[-1].serial
     after = journal.events[len(journal.events) // 2].serial

@@ -23,7 +23,7 @@ from tests.fuzz import runner, seeds, target
 from tests.fuzz.target import KNOWN_BUGS, PropertyViolated, check_body
 
 #: Seconds of fuzzing in `make test`: with the engine's start-up, about a minute.
-BOUNDED_SECONDS = 45
+BOUNDED_SECONDS = 30
 SEED_FILES = sorted(runner.SEEDS.iterdir())
 #: What each seed's name promises about its outcome (`known-*`: the open bug, or its fix).
 EXPECTED_KINDS = {

@@ -1,7 +1,9 @@
 """The container image, built here without a Docker daemon and run as a cluster would run it.
 
 deploy/build-image.sh builds it with buildah (rootful, chroot isolation) into a container storage
-kept under .cache/image, so a second run reuses the cached layers and rebuilds only what changed.
+of the tests' own, kept in the user's cache (`~/.cache/pypi-kafka-bridge/image`, or `$IMAGE_CACHE`)
+as Maven keeps the broker's jars in ~/.m2: a second run, from this checkout or a fresh clone,
+reuses the cached layers and rebuilds only what changed.
 With no registry reachable the base is made from Debian bookworm's packages with debootstrap.
 podman then runs it on the host network, against the session's embedded broker and a journal
 simulator on loopback: as user 10001, on a read-only root filesystem with a tmpfs on /tmp, the
@@ -38,7 +40,18 @@ from tests.support import Simulator, metric, read_events, start_simulator
 
 BUILD_SCRIPT = ROOT / "deploy" / "build-image.sh"
 LOCK = ROOT / "deploy" / "requirements.lock"
-CACHE = ROOT / ".cache" / "image"
+
+
+def _cache_directory() -> Path:
+    """Where the tests' container storage lives: `$IMAGE_CACHE`, else the user's cache."""
+    chosen = os.environ.get("IMAGE_CACHE")
+    if chosen:
+        return Path(chosen)
+    user_cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(user_cache) / "pypi-kafka-bridge" / "image"
+
+
+CACHE = _cache_directory()
 VERSION: str = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
     "version"
 ]
@@ -125,7 +138,7 @@ def containers() -> Containers:
 def image(containers: Containers, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The image, built by deploy/build-image.sh with buildah; the build time is reported."""
     # Each edit of bridge/ leaves the previous build's images behind, untagged; past a dozen the
-    # cache is dropped (the tagged Debian base stays), so .cache/image does not grow for ever.
+    # cache is dropped (the tagged Debian base stays), so the cache does not grow for ever.
     dangling = containers.podman("images", "--quiet", "--filter", "dangling=true")
     if len(dangling.stdout.split()) > MAX_DANGLING:
         containers.podman("image", "prune", "--force", timeout=300)

@@ -9,7 +9,14 @@ import pytest
 
 from bridge.config import SourceSettings
 from bridge.errors import SourceFault, Throttled, TransientSourceError
-from bridge.source import Backoff, PyPIClient, classify_fault, throttle_delay, user_agent
+from bridge.source import (
+    Backoff,
+    PyPIClient,
+    classify_fault,
+    server_wait,
+    throttle_delay,
+    user_agent,
+)
 from bridge.xmlrpc import XmlRpcFault
 
 REAL_THROTTLE = (
@@ -23,6 +30,17 @@ def test_throttle_delay_is_read_from_pypis_message() -> None:
     assert throttle_delay("HTTPTooManyRequests: Limit may reset in 1 second.") == 1.0
     assert throttle_delay("HTTPTooManyRequests: no hint") == 60.0
     assert throttle_delay("RuntimeError: boom") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("17", 17.0), ("0.2", 1.0), ("-5", 1.0), (None, 60.0), ("inf", 60.0), ("nan", 60.0),
+     ("Wed, 21 Oct 2026 07:28:00 GMT", 60.0), ("9" * 400, 60.0)],
+)  # fmt: skip
+def test_a_servers_wait_is_at_least_a_second_and_60_when_unreadable(
+    text: str | None, seconds: float
+) -> None:
+    assert server_wait(text) == seconds
 
 
 def test_throttling_fault_becomes_throttled_with_its_delay() -> None:

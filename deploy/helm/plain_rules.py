@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from generated import settle
 
 CHART = Path(__file__).resolve().parent / "pypi-bridge"
 PLAIN_RULES = CHART / "files" / "prometheus-rules.yaml"
@@ -91,14 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     wanted = plain_rule_file()
     current = PLAIN_RULES.read_text(encoding="utf-8") if PLAIN_RULES.exists() else ""
-    if current == wanted:
-        return 0
-    if args.check:
-        print(f"plain_rules: {PLAIN_RULES} is out of date; run `make chart-docs`", file=sys.stderr)
-        return 1
-    PLAIN_RULES.write_text(wanted, encoding="utf-8")
-    print(f"plain_rules: wrote {PLAIN_RULES}")
-    return 0
+    return settle("plain_rules", PLAIN_RULES, current, wanted, args.check, "the rule groups")
 
 
 if __name__ == "__main__":
