@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 import time
 import urllib.request
 import xmlrpc.client
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -141,6 +143,32 @@ def start_simulator(log_dir: Path, *args: str) -> Simulator:
         time.sleep(0.1)
     process.stop()
     raise AssertionError(f"simulator did not start:\n{process.output()[-3000:]}")
+
+
+@contextlib.contextmanager
+def fixed_journal(
+    log_dir: Path,
+    rows: int,
+    *,
+    seed: int,
+    page_size: int | None = None,
+    latency: float | None = None,
+) -> Iterator[Simulator]:
+    """A simulator holding `rows` rows and no live traffic, stopped on the way out.
+
+    Small pages and a little latency stretch a backfill long enough to kill or pause it in the
+    middle; the seed makes the journal the same at every run.
+    """
+    args = ["--prefill", str(rows), "--rate", "0", "--seed", str(seed)]
+    if page_size is not None:
+        args += ["--page-size", str(page_size)]
+    if latency is not None:
+        args += ["--latency", str(latency)]
+    sim = start_simulator(log_dir, *args)
+    try:
+        yield sim
+    finally:
+        sim.stop()
 
 
 def _pointed(command: str, sim: Simulator, bootstrap: str, prefix: str) -> list[str]:

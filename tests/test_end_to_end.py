@@ -23,18 +23,15 @@ from jsonschema import Draft202012Validator
 from bridge.broker import EmbeddedBroker
 from bridge.parse import Row, normalize_name
 from bridge.routing import HEADER_NAMES
-from tests.support import Simulator, read_events, run_args, start, start_simulator
+from tests.support import Simulator, fixed_journal, read_events, run_args, start, start_simulator
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas" / "events"
 
 
 @pytest.fixture(scope="module")
 def journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
-    sim = start_simulator(
-        tmp_path_factory.mktemp("sim"), "--prefill", "25000", "--rate", "0", "--seed", "7"
-    )
-    yield sim
-    sim.stop()
+    with fixed_journal(tmp_path_factory.mktemp("sim"), 25_000, seed=7) as sim:
+        yield sim
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,15 @@ import pytest
 
 from bridge.broker import EmbeddedBroker, free_port, start_broker
 from tests.conftest import Figures
-from tests.support import Process, Simulator, run_args, run_audit, start, start_simulator
+from tests.support import (
+    Process,
+    Simulator,
+    fixed_journal,
+    run_args,
+    run_audit,
+    start,
+    start_simulator,
+)
 from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.slow
@@ -70,21 +78,10 @@ async def finish(process: Process, within: float) -> int:
 @pytest.fixture(scope="module")
 def big_journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
     # Small pages and a little latency stretch the backfill over the many kills.
-    sim = start_simulator(
-        tmp_path_factory.mktemp("big"),
-        "--prefill",
-        "200000",
-        "--rate",
-        "0",
-        "--page-size",
-        "2000",
-        "--latency",
-        "0.05",
-        "--seed",
-        "11",
-    )
-    yield sim
-    sim.stop()
+    with fixed_journal(
+        tmp_path_factory.mktemp("big"), 200_000, seed=11, page_size=2000, latency=0.05
+    ) as sim:
+        yield sim
 
 
 async def test_kill_9_at_random_moments_loses_and_repeats_nothing(

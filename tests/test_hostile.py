@@ -27,11 +27,11 @@ from tests.support import (
     Process,
     Simulator,
     bridge_command,
+    fixed_journal,
     metric,
     metrics_text,
     run_audit,
     start,
-    start_simulator,
 )
 from tests.test_faults import wait_for_readiness
 
@@ -44,19 +44,10 @@ CHART_MEMORY_LIMIT = 512 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
-    simulator = start_simulator(
-        tmp_path_factory.mktemp("hostile"),
-        "--prefill",
-        str(JOURNAL_ROWS),
-        "--rate",
-        "0",
-        "--page-size",
-        str(PAGE),
-        "--seed",
-        "11",
-    )
-    yield simulator
-    simulator.stop()
+    with fixed_journal(
+        tmp_path_factory.mktemp("hostile"), JOURNAL_ROWS, seed=11, page_size=PAGE
+    ) as simulator:
+        yield simulator
 
 
 @pytest.fixture(scope="module")

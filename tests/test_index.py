@@ -30,11 +30,11 @@ from tests.realkafka import KafkaCluster
 from tests.support import (
     Process,
     Simulator,
+    fixed_journal,
     index_of,
     read_topics,
     run_args,
     start,
-    start_simulator,
 )
 
 Row = tuple[str, str | None, int, str, int]
@@ -173,11 +173,8 @@ def test_the_new_topics_collide_with_no_event_topic() -> None:
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
-    simulator = start_simulator(
-        tmp_path_factory.mktemp("index-sim"), "--prefill", "30000", "--rate", "0", "--seed", "21"
-    )
-    yield simulator
-    simulator.stop()
+    with fixed_journal(tmp_path_factory.mktemp("index-sim"), 30_000, seed=21) as simulator:
+        yield simulator
 
 
 def listing(sim: Simulator) -> dict[str, tuple[str, int]]:

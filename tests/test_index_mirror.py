@@ -26,10 +26,10 @@ from tests.support import (
     Process,
     Simulator,
     child_env,
+    fixed_journal,
     index_entries,
     run_args,
     start,
-    start_simulator,
 )
 
 MIRROR = ROOT / "examples" / "index_mirror.py"
@@ -38,13 +38,10 @@ KILLS = 8
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
-    simulator = start_simulator(
-        tmp_path_factory.mktemp("mirror-sim"),
-        *("--prefill", "40000", "--rate", "0", "--seed", "23"),
-        *("--page-size", "2000", "--latency", "0.05"),
-    )
-    yield simulator
-    simulator.stop()
+    with fixed_journal(
+        tmp_path_factory.mktemp("mirror-sim"), 40_000, seed=23, page_size=2000, latency=0.05
+    ) as simulator:
+        yield simulator
 
 
 def mirror_args(broker: EmbeddedBroker, prefix: str, database: Path, *extra: str) -> list[str]:

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -39,95 +38,18 @@ from bridge.broker import broker_binary, free_port
 from bridge.config import RUN_FLAGS, KafkaSettings, add_flags, kafka_settings, run_settings
 from bridge.errors import BridgeError, ConfigError, EmbeddedBrokerError
 from tests.conftest import ROOT, require
+from tests.pki import KEY_PASSWORD, KafkaPki, kafka_pki
 
-KEY_PASSWORD = "correct horse battery staple"
 SASL_PASSWORD = "s3cret-sasl-password"
 
 
 # --- certificates ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Pki:
-    """Paths of the throwaway certificates and keys."""
-
-    ca: Path
-    other_ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    client_key_encrypted: Path
-    key_password_file: Path
-
-
-def _openssl(directory: Path, *args: str) -> None:
-    subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=30)
-
-
-def _new_ca(directory: Path, name: str) -> None:
-    _openssl(
-        directory,
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2",
-        "-subj", f"/CN=pypi-bridge test {name}",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        "-addext", "subjectKeyIdentifier=hash",
-    )  # fmt: skip
-
-
-def _new_leaf(directory: Path, name: str, common_name: str, extensions: str) -> None:
-    (directory / f"{name}.ext").write_text(
-        "basicConstraints=CA:FALSE\n"
-        "keyUsage=critical,digitalSignature\n"
-        "subjectKeyIdentifier=hash\n"
-        "authorityKeyIdentifier=keyid\n" + extensions,
-        encoding="utf-8",
-    )
-    _openssl(
-        directory,
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={common_name}",
-    )  # fmt: skip
-    _openssl(
-        directory,
-        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", "-extfile", f"{name}.ext",
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> KafkaPki:
     """A CA, a broker and a client certificate, and an unrelated CA, made with openssl."""
-    require(shutil.which("openssl") is not None, "the openssl command")
-    directory = tmp_path_factory.mktemp("pki")
-    _new_ca(directory, "ca")
-    _new_ca(directory, "other-ca")
-    _new_leaf(
-        directory,
-        "server",
-        "localhost",
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    _new_leaf(directory, "client", "pypi-bridge", "extendedKeyUsage=clientAuth\n")
-    _openssl(
-        directory,
-        "pkey", "-in", "client.key", "-aes256", "-passout", f"pass:{KEY_PASSWORD}",
-        "-out", "client-encrypted.key",
-    )  # fmt: skip
-    # Written as a Kubernetes Secret file usually is: with a trailing newline.
-    (directory / "key-password").write_text(KEY_PASSWORD + "\n", encoding="utf-8")
-    return Pki(
-        ca=directory / "ca.crt",
-        other_ca=directory / "other-ca.crt",
-        server_cert=directory / "server.crt",
-        server_key=directory / "server.key",
-        client_cert=directory / "client.crt",
-        client_key=directory / "client.key",
-        client_key_encrypted=directory / "client-encrypted.key",
-        key_password_file=directory / "key-password",
-    )
+    return kafka_pki(tmp_path_factory.mktemp("pki"), "pypi-bridge")
 
 
 @pytest.fixture
@@ -137,10 +59,10 @@ def sasl_password_file(tmp_path: Path) -> Path:
     return path
 
 
-def server_context(pki: Pki, *, require_client_cert: bool) -> ssl.SSLContext:
+def server_context(pki: KafkaPki, *, require_client_cert: bool) -> ssl.SSLContext:
     """What a TLS broker would use: its certificate, and optionally client verification."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pki.server_cert, pki.server_key)
+    context.load_cert_chain(pki.server.cert, pki.server.key)
     if require_client_cert:
         context.verify_mode = ssl.CERT_REQUIRED
         context.load_verify_locations(pki.ca)
@@ -160,11 +82,11 @@ def settings(args: list[str], environ: Mapping[str, str] | None = None) -> Kafka
     return kafka_settings(parse_run(["--bootstrap-servers", "kafka:9093", *args], environ))
 
 
-def tls_args(pki: Pki, *, mutual: bool = False, encrypted: bool = False) -> list[str]:
+def tls_args(pki: KafkaPki, *, mutual: bool = False, encrypted: bool = False) -> list[str]:
     args = ["--security-protocol", "SSL", "--ssl-cafile", str(pki.ca)]
     if mutual:
-        key = pki.client_key_encrypted if encrypted else pki.client_key
-        args += ["--ssl-certfile", str(pki.client_cert), "--ssl-keyfile", str(key)]
+        key = pki.client_key_encrypted if encrypted else pki.client.key
+        args += ["--ssl-certfile", str(pki.client.cert), "--ssl-keyfile", str(key)]
     if encrypted:
         args += ["--ssl-key-password-file", str(pki.key_password_file)]
     return args
@@ -219,7 +141,7 @@ def test_options_without_bootstrap_servers_are_a_config_error() -> None:
         kafka_settings(parse_run([])).client_options()
 
 
-def test_ssl_context_verifies_the_broker_against_the_given_ca(pki: Pki) -> None:
+def test_ssl_context_verifies_the_broker_against_the_given_ca(pki: KafkaPki) -> None:
     options = settings(tls_args(pki)).client_options()
     context: ssl.SSLContext = options["ssl_context"]
     assert options["security_protocol"] == "SSL"
@@ -229,39 +151,39 @@ def test_ssl_context_verifies_the_broker_against_the_given_ca(pki: Pki) -> None:
     assert common_name(broker) == "localhost"
 
 
-def test_ssl_context_refuses_a_broker_signed_by_another_ca(pki: Pki) -> None:
+def test_ssl_context_refuses_a_broker_signed_by_another_ca(pki: KafkaPki) -> None:
     args = ["--security-protocol", "SSL", "--ssl-cafile", str(pki.other_ca)]
     context = settings(args).client_options()["ssl_context"]
     with pytest.raises(ssl.SSLCertVerificationError, match="unable to get local issuer"):
         handshake(context, server_context(pki, require_client_cert=False), "localhost")
 
 
-def test_ssl_context_checks_the_broker_host_name(pki: Pki) -> None:
+def test_ssl_context_checks_the_broker_host_name(pki: KafkaPki) -> None:
     context = settings(tls_args(pki)).client_options()["ssl_context"]
     with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
         handshake(context, server_context(pki, require_client_cert=False), "kafka.example.org")
 
 
-def test_ssl_without_a_ca_file_trusts_only_the_system_store(pki: Pki) -> None:
+def test_ssl_without_a_ca_file_trusts_only_the_system_store(pki: KafkaPki) -> None:
     context = settings(["--security-protocol", "SSL"]).client_options()["ssl_context"]
     assert context.verify_mode == ssl.CERT_REQUIRED
     with pytest.raises(ssl.SSLCertVerificationError):
         handshake(context, server_context(pki, require_client_cert=False), "localhost")
 
 
-def test_mutual_tls_presents_the_client_certificate(pki: Pki) -> None:
+def test_mutual_tls_presents_the_client_certificate(pki: KafkaPki) -> None:
     context = settings(tls_args(pki, mutual=True)).client_options()["ssl_context"]
     _, client = handshake(context, server_context(pki, require_client_cert=True), "localhost")
     assert common_name(client) == "pypi-bridge"
 
 
-def test_broker_requiring_a_client_certificate_rejects_one_way_tls(pki: Pki) -> None:
+def test_broker_requiring_a_client_certificate_rejects_one_way_tls(pki: KafkaPki) -> None:
     context = settings(tls_args(pki)).client_options()["ssl_context"]
     with pytest.raises(ssl.SSLError, match=r"CERTIFICATE_REQUIRED|PEER_DID_NOT_RETURN"):
         handshake(context, server_context(pki, require_client_cert=True), "localhost")
 
 
-def test_encrypted_client_key_opens_with_the_password_file(pki: Pki) -> None:
+def test_encrypted_client_key_opens_with_the_password_file(pki: KafkaPki) -> None:
     kafka = settings(tls_args(pki, mutual=True, encrypted=True))
     assert kafka.ssl_key_password == KEY_PASSWORD
     context = kafka.client_options()["ssl_context"]
@@ -269,11 +191,11 @@ def test_encrypted_client_key_opens_with_the_password_file(pki: Pki) -> None:
     assert common_name(client) == "pypi-bridge"
 
 
-def test_tls_files_may_come_from_the_environment(pki: Pki) -> None:
+def test_tls_files_may_come_from_the_environment(pki: KafkaPki) -> None:
     environ = {
         "PYPI_BRIDGE_SECURITY_PROTOCOL": "SSL",
         "PYPI_BRIDGE_SSL_CAFILE": str(pki.ca),
-        "PYPI_BRIDGE_SSL_CERTFILE": str(pki.client_cert),
+        "PYPI_BRIDGE_SSL_CERTFILE": str(pki.client.cert),
         "PYPI_BRIDGE_SSL_KEYFILE": str(pki.client_key_encrypted),
         "PYPI_BRIDGE_SSL_KEY_PASSWORD_FILE": str(pki.key_password_file),
     }
@@ -298,7 +220,7 @@ def test_sasl_plain_options_carry_the_user_and_the_password_from_its_file(
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
 def test_scram_over_tls_carries_both_the_ssl_context_and_the_mechanism(
-    pki: Pki, sasl_password_file: Path, mechanism: str
+    pki: KafkaPki, sasl_password_file: Path, mechanism: str
 ) -> None:
     environ = {
         "PYPI_BRIDGE_SECURITY_PROTOCOL": "SASL_SSL",
@@ -327,7 +249,7 @@ def test_sasl_password_file_wins_over_a_password_given_inline(sasl_password_file
 # --- secrets stay secret --------------------------------------------------------------------
 
 
-def test_settings_never_show_their_secrets(pki: Pki, sasl_password_file: Path) -> None:
+def test_settings_never_show_their_secrets(pki: KafkaPki, sasl_password_file: Path) -> None:
     args = [*tls_args(pki, mutual=True, encrypted=True), "--security-protocol", "SASL_SSL"]
     args += ["--sasl-mechanism", "SCRAM-SHA-512", "--sasl-username", "bridge"]
     args += ["--sasl-password-file", str(sasl_password_file)]
@@ -493,7 +415,7 @@ def test_ca_file_that_is_not_a_certificate_is_a_config_error(tmp_path: Path) -> 
         kafka.client_options()
 
 
-def test_wrong_key_password_is_a_config_error(pki: Pki, tmp_path: Path) -> None:
+def test_wrong_key_password_is_a_config_error(pki: KafkaPki, tmp_path: Path) -> None:
     wrong = tmp_path / "wrong-password"
     wrong.write_text("wrong\n", encoding="utf-8")
     args = tls_args(pki, mutual=True)
@@ -502,7 +424,7 @@ def test_wrong_key_password_is_a_config_error(pki: Pki, tmp_path: Path) -> None:
         settings(args).client_options()
 
 
-def test_encrypted_key_without_a_password_is_a_config_error_not_a_prompt(pki: Pki) -> None:
+def test_encrypted_key_without_a_password_is_a_config_error_not_a_prompt(pki: KafkaPki) -> None:
     # In a child without a terminal: in this process OpenSSL could wait for someone to type.
     code = textwrap.dedent(
         f"""
@@ -512,7 +434,7 @@ def test_encrypted_key_without_a_password_is_a_config_error_not_a_prompt(pki: Pk
             bootstrap_servers="kafka:9093",
             security_protocol="SSL",
             ssl_cafile={str(pki.ca)!r},
-            ssl_certfile={str(pki.client_cert)!r},
+            ssl_certfile={str(pki.client.cert)!r},
             ssl_keyfile={str(pki.client_key_encrypted)!r},
         )
         try:
@@ -641,7 +563,7 @@ async def tls_terminator(
 
 
 async def test_aiokafka_produces_and_consumes_over_mutual_tls_with_the_bridge_options(
-    pki: Pki, tansu_behind: TansuProcess
+    pki: KafkaPki, tansu_behind: TansuProcess
 ) -> None:
     servers = f"127.0.0.1:{tansu_behind.advertised_port}"
     args = tls_args(pki, mutual=True, encrypted=True)
@@ -672,7 +594,7 @@ async def test_aiokafka_produces_and_consumes_over_mutual_tls_with_the_bridge_op
 
 
 async def test_aiokafka_refuses_a_broker_its_ca_did_not_sign(
-    pki: Pki, tansu_behind: TansuProcess
+    pki: KafkaPki, tansu_behind: TansuProcess
 ) -> None:
     servers = f"127.0.0.1:{tansu_behind.advertised_port}"
     args = ["--security-protocol", "SSL", "--ssl-cafile", str(pki.other_ca)]
@@ -691,7 +613,7 @@ async def test_aiokafka_refuses_a_broker_its_ca_did_not_sign(
     strict=True,
     reason="tansu 0.6.0: --cert and --key cannot be combined; --cert alone stays plain TCP",
 )
-def test_embedded_broker_serves_tls_itself(pki: Pki, tmp_path: Path) -> None:
+def test_embedded_broker_serves_tls_itself(pki: KafkaPki, tmp_path: Path) -> None:
     try:
         binary = broker_binary()
     except BridgeError as exc:
@@ -703,7 +625,7 @@ def test_embedded_broker_serves_tls_itself(pki: Pki, tmp_path: Path) -> None:
         [
             binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
             "--storage-engine", "memory://tansu/",
-            "--cert", str(pki.server_cert), "--key", str(pki.server_key),
+            "--cert", str(pki.server.cert), "--key", str(pki.server.key),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -5,8 +5,7 @@ and the tests' own admin client, both `User:ANONYMOUS`, a super user), SASL_SSL 
 SCRAM-SHA-512 (its users are created when the storage is formatted), and MTLS (TLS with a client
 certificate required; `ssl.principal.mapping.rules` makes the certificate's CN the principal).
 The standard authorizer is on and allows nothing that no ACL grants. The certificates come from
-the tests' own CA, made with openssl by the helpers of test_kafka_security, plus one that expired
-in 2020.
+the tests' own CA, made with openssl by tests.pki, plus one that expired in 2020.
 
 Real processes all the way: the journal simulator, and `pypi-bridge run`, `consume` and `audit`,
 each given its TLS and SASL settings by flags or by `PYPI_BRIDGE_*` variables. Each scenario works
@@ -24,7 +23,6 @@ import asyncio
 import re
 import secrets
 import shlex
-import shutil
 import subprocess
 import threading
 import time
@@ -37,7 +35,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.admin import CreateAclsRequest
 
-from tests.conftest import ROOT, Figures, real_kafka, require
+from tests.conftest import ROOT, Figures, real_kafka
+from tests.pki import JANUARY_2020, KafkaPki, Leaf, kafka_pki
 from tests.realkafka import KafkaCluster
 from tests.support import (
     Simulator,
@@ -47,7 +46,6 @@ from tests.support import (
     run_args,
     start_simulator,
 )
-from tests.test_kafka_security import KEY_PASSWORD, _new_ca, _new_leaf, _openssl
 
 #: Journal rows each backfill publishes (the simulator holds a few more).
 ROWS = 2_000
@@ -151,76 +149,21 @@ def grant(kafka: KafkaCluster, acls: Iterable[Acl]) -> None:
 class Material:
     """Certificates, keys and password files."""
 
-    ca: Path
-    other_ca: Path
+    pki: KafkaPki
     #: The broker's key and certificate in one PEM file (Kafka's PEM keystore).
     keystore: Path
-    client_cert: Path
-    client_key_encrypted: Path
-    key_password_file: Path
-    expired_cert: Path
-    expired_key: Path
+    #: A client certificate from the test CA that was valid for one day in January 2020.
+    expired: Leaf
     passwords: dict[str, str]
     password_files: dict[str, Path]
     wrong_password_file: Path
 
 
-def _new_expired_leaf(directory: Path, name: str, common_name: str) -> None:
-    """A client certificate from the test CA that was valid for one day in January 2020.
-
-    `openssl x509 -days` takes no past dates; `openssl ca` takes -startdate and -enddate.
-    """
-    (directory / f"{name}.ext").write_text(
-        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-        "extendedKeyUsage=clientAuth\n",
-        encoding="utf-8",
-    )
-    (directory / "index.txt").write_text("", encoding="utf-8")
-    (directory / "ca.cnf").write_text(
-        "[ca]\ndefault_ca = test\n"
-        "[test]\ndatabase = index.txt\nserial = ca.serial\nnew_certs_dir = .\n"
-        "default_md = sha256\npolicy = any\n"
-        "[any]\ncommonName = supplied\n",
-        encoding="utf-8",
-    )
-    _openssl(
-        directory,
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={common_name}",
-    )  # fmt: skip
-    _openssl(
-        directory,
-        "ca", "-batch", "-config", "ca.cnf", "-cert", "ca.crt", "-keyfile", "ca.key",
-        "-rand_serial", "-notext", "-in", f"{name}.csr", "-out", f"{name}.crt",
-        "-startdate", "20200101000000Z", "-enddate", "20200102000000Z",
-        "-extfile", f"{name}.ext",
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def material(tmp_path_factory: pytest.TempPathFactory) -> Material:
-    require(shutil.which("openssl") is not None, "the openssl command")
     directory = tmp_path_factory.mktemp("pki")
-    _new_ca(directory, "ca")
-    _new_ca(directory, "other-ca")
-    _new_leaf(
-        directory,
-        "server",
-        "localhost",
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    _new_leaf(directory, "client", TLS_CN, "extendedKeyUsage=clientAuth\n")
-    _openssl(
-        directory,
-        "pkey", "-in", "client.key", "-aes256", "-passout", f"pass:{KEY_PASSWORD}",
-        "-out", "client-encrypted.key",
-    )  # fmt: skip
-    _new_expired_leaf(directory, "expired", TLS_CN)
-    keystore = directory / "server-keystore.pem"
-    keystore.write_text(
-        (directory / "server.key").read_text() + (directory / "server.crt").read_text()
-    )
-    (directory / "key-password").write_text(KEY_PASSWORD + "\n", encoding="utf-8")
+    pki = kafka_pki(directory, TLS_CN)
+    expired = pki.authority.issue("expired", TLS_CN, "clientAuth", period=JANUARY_2020)
     passwords = {user: secrets.token_hex(12) for user in USERS}
     files = {}
     for user, password in passwords.items():
@@ -230,14 +173,9 @@ def material(tmp_path_factory: pytest.TempPathFactory) -> Material:
     wrong = directory / "wrong-password"
     wrong.write_text("not-the-password\n", encoding="utf-8")
     return Material(
-        ca=directory / "ca.crt",
-        other_ca=directory / "other-ca.crt",
-        keystore=keystore,
-        client_cert=directory / "client.crt",
-        client_key_encrypted=directory / "client-encrypted.key",
-        key_password_file=directory / "key-password",
-        expired_cert=directory / "expired.crt",
-        expired_key=directory / "expired.key",
+        pki=pki,
+        keystore=pki.server.keystore(),
+        expired=expired,
         passwords=passwords,
         password_files=files,
         wrong_password_file=wrong,
@@ -257,7 +195,7 @@ def secure_kafka(
         "ssl.keystore.type": "PEM",
         "ssl.keystore.location": str(material.keystore),
         "ssl.truststore.type": "PEM",
-        "ssl.truststore.location": str(material.ca),
+        "ssl.truststore.location": str(material.pki.ca),
         "listener.name.sasl_ssl.sasl.enabled.mechanisms": "SCRAM-SHA-512",
         "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
             "org.apache.kafka.common.security.scram.ScramLoginModule required;"
@@ -426,7 +364,7 @@ def scram_flags(
     material: Material, user: str, *, password_file: Path | None = None, cafile: Path | None = None
 ) -> list[str]:
     return [
-        "--security-protocol", "SASL_SSL", "--ssl-cafile", str(cafile or material.ca),
+        "--security-protocol", "SASL_SSL", "--ssl-cafile", str(cafile or material.pki.ca),
         "--sasl-mechanism", "SCRAM-SHA-512", "--sasl-username", user,
         "--sasl-password-file", str(password_file or material.password_files[user]),
     ]  # fmt: skip
@@ -435,7 +373,7 @@ def scram_flags(
 def scram_environment(material: Material, user: str) -> dict[str, str]:
     return {
         "PYPI_BRIDGE_SECURITY_PROTOCOL": "SASL_SSL",
-        "PYPI_BRIDGE_SSL_CAFILE": str(material.ca),
+        "PYPI_BRIDGE_SSL_CAFILE": str(material.pki.ca),
         "PYPI_BRIDGE_SASL_MECHANISM": "SCRAM-SHA-512",
         "PYPI_BRIDGE_SASL_USERNAME": user,
         "PYPI_BRIDGE_SASL_PASSWORD_FILE": str(material.password_files[user]),
@@ -487,10 +425,10 @@ def backfill_plans(context: Context) -> dict[str, Plan]:
     reader holds the consumer's and the auditor's."""
     tls = {
         "PYPI_BRIDGE_SECURITY_PROTOCOL": "SSL",
-        "PYPI_BRIDGE_SSL_CAFILE": str(context.material.ca),
-        "PYPI_BRIDGE_SSL_CERTFILE": str(context.material.client_cert),
-        "PYPI_BRIDGE_SSL_KEYFILE": str(context.material.client_key_encrypted),
-        "PYPI_BRIDGE_SSL_KEY_PASSWORD_FILE": str(context.material.key_password_file),
+        "PYPI_BRIDGE_SSL_CAFILE": str(context.material.pki.ca),
+        "PYPI_BRIDGE_SSL_CERTFILE": str(context.material.pki.client.cert),
+        "PYPI_BRIDGE_SSL_KEYFILE": str(context.material.pki.client_key_encrypted),
+        "PYPI_BRIDGE_SSL_KEY_PASSWORD_FILE": str(context.material.pki.key_password_file),
     }
     return {
         "backfill-scram": Plan(
@@ -575,13 +513,13 @@ def refusal_plans(context: Context) -> dict[str, Plan]:
     client certificate."""
     material = context.material
     expired = [
-        "--security-protocol", "SSL", "--ssl-cafile", str(material.ca),
-        "--ssl-certfile", str(material.expired_cert), "--ssl-keyfile", str(material.expired_key),
+        "--security-protocol", "SSL", "--ssl-cafile", str(material.pki.ca),
+        "--ssl-certfile", str(material.expired.cert), "--ssl-keyfile", str(material.expired.key),
     ]  # fmt: skip
     wrong = scram_flags(material, "bridge", password_file=material.wrong_password_file)
     ways = {
         "wrong-password": ("SASL_SSL", wrong),
-        "untrusted-ca": ("SASL_SSL", scram_flags(material, "bridge", cafile=material.other_ca)),
+        "untrusted-ca": ("SASL_SSL", scram_flags(material, "bridge", cafile=material.pki.other_ca)),
         "expired-certificate": ("MTLS", expired),
     }
     return {
@@ -614,7 +552,7 @@ def test_an_expired_client_certificate_is_one_line_naming_the_fix(
 ) -> None:
     line = one_error_line(runs[f"refused-expired-certificate-{name}"])
     # The broker's TLS alert says only "certificate unknown"; the bridge reads the dates itself.
-    assert f"refused the client certificate {context.material.expired_cert}" in line
+    assert f"refused the client certificate {context.material.expired.cert}" in line
     assert "it expired on 2020-01-02 00:00:00 UTC" in line
     assert "renew it" in line
 

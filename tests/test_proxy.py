@@ -3,8 +3,8 @@
 The proxy is Debian's tinyproxy, a real forward proxy process; the bridge is a real
 `pypi-bridge run` process against the journal simulator and the embedded broker, and the
 events it published are read back. tinyproxy's own log proves the requests went through it.
-The private CA is the tests' own (made with openssl), signing the certificate of a TLS front
-before the simulator.
+The private CA is the tests' own (made with openssl by tests.pki), signing the certificate of a
+TLS front before the simulator.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from tests.forwardproxy import (
     start_tinyproxy,
     start_tls_front,
 )
+from tests.pki import Ca, Leaf
 from tests.support import (
     Process,
     Simulator,
@@ -57,7 +58,7 @@ from tests.support import (
     start_simulator,
 )
 from tests.test_hardening_cli import assert_one_error_line
-from tests.test_kafka_security import _new_ca, _new_leaf, handshake
+from tests.test_kafka_security import handshake
 
 PROXY_USER = "bridge"
 PROXY_PASSWORD = "pr0xy-S3cret-pw"
@@ -106,42 +107,22 @@ def guarded_proxy(tmp_path: Path) -> Iterator[Tinyproxy]:
 class PrivateCa:
     ca: Path
     other_ca: Path
-    server_cert: Path
-    server_key: Path
-    other_server_cert: Path
-    other_server_key: Path
+    server: Leaf
+    other_server: Leaf
 
 
 @pytest.fixture(scope="module")
 def private_ca(tmp_path_factory: pytest.TempPathFactory) -> PrivateCa:
     """A CA and a server certificate for 127.0.0.1 it signed; another CA with its own."""
-    require(shutil.which("openssl") is not None, "the openssl command")
-    made = {}
-    for name in ("mirror", "other"):
-        directory = tmp_path_factory.mktemp(f"ca-{name}")
-        _new_ca(directory, "ca")
-        _new_leaf(
-            directory,
-            "server",
-            "127.0.0.1",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        )
-        made[name] = directory
-    return PrivateCa(
-        ca=made["mirror"] / "ca.crt",
-        other_ca=made["other"] / "ca.crt",
-        server_cert=made["mirror"] / "server.crt",
-        server_key=made["mirror"] / "server.key",
-        other_server_cert=made["other"] / "server.crt",
-        other_server_key=made["other"] / "server.key",
-    )
+    mirror, other = (Ca.new(tmp_path_factory.mktemp(f"ca-{name}")) for name in ("mirror", "other"))
+    return PrivateCa(mirror.cert, other.cert, mirror.server("127.0.0.1"), other.server("127.0.0.1"))
 
 
 @pytest.fixture
 def tls_front(journal: Simulator, private_ca: PrivateCa, tmp_path: Path) -> Iterator[TlsFront]:
     """The simulator behind TLS with a certificate of the private CA: a private mirror."""
     port = int(journal.url.rsplit(":", 1)[1].split("/", 1)[0])
-    front = start_tls_front(tmp_path, port, private_ca.server_cert, private_ca.server_key)
+    front = start_tls_front(tmp_path, port, private_ca.server.cert, private_ca.server.key)
     yield front
     front.stop()
 
@@ -448,7 +429,7 @@ def _bad_ca_files(directory: Path, private_ca: PrivateCa) -> dict[str, tuple[Pat
         "missing": (directory / "missing.pem", "cannot read it: No such file or directory"),
         "directory": (directory, "cannot read it: Is a directory"),
         "not pem": (directory / "garbage.pem", "no -----BEGIN CERTIFICATE----- block"),
-        "a key": (private_ca.server_key, "no -----BEGIN CERTIFICATE----- block"),
+        "a key": (private_ca.server.key, "no -----BEGIN CERTIFICATE----- block"),
         "binary": (directory / "binary.der", "not PEM certificates (a binary file"),
         "broken pem": (directory / "broken.pem", "not PEM certificates OpenSSL can read"),
     }
@@ -507,8 +488,8 @@ def test_ca_file_is_trusted_in_addition_to_the_system_store(
     assert isinstance(context, ssl.SSLContext)
     assert context.verify_mode == ssl.CERT_REQUIRED
     assert context.check_hostname
-    mirror = _server(private_ca.server_cert, private_ca.server_key)
-    public = _server(private_ca.other_server_cert, private_ca.other_server_key)
+    mirror = _server(private_ca.server.cert, private_ca.server.key)
+    public = _server(private_ca.other_server.cert, private_ca.other_server.key)
     assert handshake(context, mirror, "127.0.0.1")[0]["subject"]
     assert handshake(context, public, "127.0.0.1")[0]["subject"]
     # Without the flag, only the system store: the mirror's CA is not trusted.

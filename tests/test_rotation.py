@@ -58,10 +58,10 @@ from bridge.config import KafkaSettings
 from bridge.credentials import Credentials, Sources
 from bridge.errors import ConfigError
 from bridge.kafka import CredentialsRejected, consumer, refusal
-from tests.conftest import real_kafka, require
+from tests.conftest import real_kafka
+from tests.pki import Ca, Leaf
 from tests.realkafka import KafkaCluster
 from tests.support import Simulator, audit_args, child_env, metric, run_args, start_simulator
-from tests.test_kafka_security import _new_ca, _new_leaf
 
 USER = "bridge"
 TLS_CN = "pypi-bridge"
@@ -138,26 +138,12 @@ def test_an_unloadable_file_at_start_is_still_a_config_error(tmp_path: Path) -> 
         kafka.client_options()
 
 
-@dataclass(frozen=True)
-class Leaf:
-    cert: Path
-    key: Path
-
-
-def _leaf(directory: Path, name: str) -> Leaf:
-    """A client certificate and key signed by the CA named `ca` in `directory`."""
-    _new_leaf(directory, name, TLS_CN, "extendedKeyUsage=clientAuth\n")
-    return Leaf(directory / f"{name}.crt", directory / f"{name}.key")
-
-
 @pytest.fixture(scope="module")
 def local_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    require(shutil.which("openssl") is not None, "the openssl command")
-    directory = tmp_path_factory.mktemp("local-pki")
-    _new_ca(directory, "ca")
-    _leaf(directory, "one")
-    _leaf(directory, "two")
-    return directory
+    ca = Ca.new(tmp_path_factory.mktemp("local-pki"))
+    for name in ("one", "two"):
+        ca.issue(name, TLS_CN, "clientAuth")
+    return ca.directory
 
 
 def test_a_certificate_written_before_its_key_waits_for_the_key(
@@ -324,27 +310,14 @@ class Pki:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    require(shutil.which("openssl") is not None, "the openssl command")
-    directory = tmp_path_factory.mktemp("pki")
-    _new_ca(directory, "ca")
-    _new_leaf(
-        directory,
-        "server",
-        "localhost",
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    original = _leaf(directory, "client")
-    keystore = directory / "server-keystore.pem"
-    keystore.write_text(
-        (directory / "server.key").read_text() + (directory / "server.crt").read_text()
-    )
-    truststore = directory / "truststore.pem"
-    shutil.copy(directory / "ca.crt", truststore)
-    later = directory / "next"
-    later.mkdir()
-    _new_ca(later, "ca")
-    renewed = _leaf(later, "client")
-    return Pki(directory / "ca.crt", keystore, truststore, later / "ca.crt", renewed, original)
+    ca = Ca.new(tmp_path_factory.mktemp("pki"))
+    keystore = ca.server().keystore()
+    original = ca.issue("client", TLS_CN, "clientAuth")
+    truststore = ca.directory / "truststore.pem"
+    shutil.copy(ca.cert, truststore)
+    later = Ca.new(ca.directory / "next")
+    renewed = later.issue("client", TLS_CN, "clientAuth")
+    return Pki(ca.cert, keystore, truststore, later.cert, renewed, original)
 
 
 @pytest.fixture(scope="module")

@@ -38,11 +38,11 @@ from tests.realkafka import KafkaCluster
 from tests.support import (
     Process,
     Simulator,
+    fixed_journal,
     read_topics,
     run_args,
     run_audit,
     start,
-    start_simulator,
 )
 from tests.test_end_to_end import check_exactly_once
 from tests.test_faults import _first_leader, finish, wait_for_line
@@ -117,11 +117,8 @@ def bridge_process() -> Iterator[Launch]:
 
 @pytest.fixture(scope="module")
 def journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
-    sim = start_simulator(
-        tmp_path_factory.mktemp("sim"), "--prefill", "20000", "--rate", "0", "--seed", "11"
-    )
-    yield sim
-    sim.stop()
+    with fixed_journal(tmp_path_factory.mktemp("sim"), 20_000, seed=11) as sim:
+        yield sim
 
 
 @pytest.fixture(scope="module")
@@ -134,13 +131,10 @@ def rows(journal: Simulator) -> list[Row]:
 @pytest.fixture(scope="module")
 def slow_journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
     """Small pages with latency: a backfill that lasts long enough to interrupt."""
-    sim = start_simulator(
-        tmp_path_factory.mktemp("slowsim"),
-        *("--prefill", "20000", "--rate", "0", "--seed", "12"),
-        *("--page-size", "1000", "--latency", "0.2"),
-    )
-    yield sim
-    sim.stop()
+    with fixed_journal(
+        tmp_path_factory.mktemp("slowsim"), 20_000, seed=12, page_size=1000, latency=0.2
+    ) as sim:
+        yield sim
 
 
 @pytest.fixture(scope="module")
@@ -151,13 +145,10 @@ def slow_rows(slow_journal: Simulator) -> list[Row]:
 @pytest.fixture(scope="module")
 def big_journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
     """200,000 rows in small pages with a little latency: long enough for many kills."""
-    sim = start_simulator(
-        tmp_path_factory.mktemp("big"),
-        *("--prefill", "200000", "--rate", "0", "--seed", "13"),
-        *("--page-size", "2000", "--latency", "0.05"),
-    )
-    yield sim
-    sim.stop()
+    with fixed_journal(
+        tmp_path_factory.mktemp("big"), 200_000, seed=13, page_size=2000, latency=0.05
+    ) as sim:
+        yield sim
 
 
 # --- reading the log raw, transaction markers included ----------------------------------------

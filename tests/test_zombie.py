@@ -36,8 +36,7 @@ from bridge.parse import Row
 from bridge.routing import event_topics
 from tests.conftest import Figures
 from tests.realkafka import KafkaCluster
-from tests.support import Process, Simulator, read_topics, run_args, run_audit, start
-from tests.support import start_simulator as start_journal
+from tests.support import Process, Simulator, fixed_journal, read_topics, run_args, run_audit, start
 
 pytestmark = pytest.mark.slow
 LEADING = "is now the leader"
@@ -53,21 +52,10 @@ TERM_START = "delivery mode:"
 @pytest.fixture(scope="module")
 def journal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
     # Small pages and a little latency make a backfill long enough to pause in the middle.
-    sim = start_journal(
-        tmp_path_factory.mktemp("zombie-journal"),
-        "--prefill",
-        "120000",
-        "--rate",
-        "0",
-        "--page-size",
-        "2000",
-        "--latency",
-        "0.05",
-        "--seed",
-        "29",
-    )
-    yield sim
-    sim.stop()
+    with fixed_journal(
+        tmp_path_factory.mktemp("zombie-journal"), 120_000, seed=29, page_size=2000, latency=0.05
+    ) as sim:
+        yield sim
 
 
 @pytest.fixture(scope="module")
