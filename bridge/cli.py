@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from aiokafka.errors import KafkaError
 
-from bridge import __version__
+from bridge import __version__, credentials
 from bridge.config import (
     KAFKA_FLAGS,
     RUN_FLAGS,
@@ -157,18 +157,29 @@ class RedactSecrets(logging.Filter):
     would put the password in the log (tests/test_hardening_cli.py proves it no longer does,
     on a real Kafka). Installed on the handler, the filter sees every logger's records: the
     SASL bytes and any SCRAM client-final message are replaced, and so is each configured
-    secret (as text, and as it shows inside a bytes or str repr). So is the password of any
+    secret (as text, and as it shows inside a bytes or str repr), and each one read from a file
+    later (bridge/credentials.py tells it of a rotated password). So is the password of any
     URL (`http://user:password@proxy:3128`): a proxy's, or a mirror's in `--pypi-url`.
     """
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         super().__init__()
-        forms = set()
+        self._forms: set[str] = set()
+        self._secrets: list[str] = []
         for secret in secrets:
-            if secret:
-                forms |= {secret, repr(secret)[1:-1], repr(secret.encode())[2:-1]}
-        # Longest first, so that no shorter form leaves part of a longer one behind.
-        self._secrets = sorted(forms, key=len, reverse=True)
+            self.add(secret)
+
+    def add(self, secret: str | None) -> None:
+        """Redact `secret` from now on too (a password read again after a rotation)."""
+        if not secret:
+            return
+        forms = {secret, repr(secret)[1:-1], repr(secret.encode())[2:-1]}
+        if forms <= self._forms:
+            return
+        self._forms |= forms
+        # Longest first, so that no shorter form leaves part of a longer one behind. A new
+        # list, not an edit of the one a logging thread may be reading.
+        self._secrets = sorted(self._forms, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
         text = without_password(text)
@@ -209,7 +220,9 @@ class _JsonFormatter(logging.Formatter):
 def setup_logging(level: str, fmt: str = "text", secrets: Iterable[str | None] = ()) -> None:
     """Log to stderr as text or JSON lines, every line passed through `RedactSecrets`."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RedactSecrets(secrets))
+    redactor = RedactSecrets(secrets)
+    handler.addFilter(redactor)
+    credentials.on_secret(redactor.add)
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:

@@ -490,6 +490,11 @@ RUN_FLAGS = (
 )
 
 
+#: Methods whose answers may be larger than `--max-response-bytes`, by this factor: PyPI's
+#: project listing is about 60 MB (some 700,000 projects) in one answer.
+RESPONSE_FACTORS: Mapping[str, int] = {"list_packages_with_serial": 4}
+
+
 @dataclass(frozen=True)
 class SourceSettings:
     """How the bridge talks to PyPI."""
@@ -512,6 +517,11 @@ class SourceSettings:
     def shown_proxy(self) -> str:
         """The proxy as logs and errors show it: its password, if any, redacted."""
         return without_password(self.proxy) if self.proxy else "no proxy"
+
+    def response_cap(self, method: str) -> int:
+        """The largest answer read for `method`: `max_response_bytes`, or the multiple of it
+        that `RESPONSE_FACTORS` gives the method."""
+        return self.max_response_bytes * RESPONSE_FACTORS.get(method, 1)
 
     def secrets(self) -> tuple[str, ...]:
         """What the log must never show: the proxy's password, as written and decoded."""

@@ -203,6 +203,17 @@ def _stat(path: str) -> _Stat:
     return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
 
 
+#: Told every secret read from a file, before it is used: the log's redaction (bridge/cli.py)
+#: learns a rotated password as soon as the bridge does.
+_secret_listener: Callable[[str], None] | None = None
+
+
+def on_secret(listener: Callable[[str], None] | None) -> None:
+    """Have `listener` told every secret read from a credential file from now on."""
+    global _secret_listener
+    _secret_listener = listener
+
+
 def _secret(
     value: str | None, path: str | None, contents: dict[str, bytes], what: str
 ) -> str | None:
@@ -211,6 +222,8 @@ def _secret(
     secret = contents[path].decode("utf-8", "replace").strip()
     if not secret:
         raise ConfigError(f"the {what} file {path} is empty", "put the secret in it")
+    if _secret_listener is not None:
+        _secret_listener(secret)
     return secret
 
 

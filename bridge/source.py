@@ -42,8 +42,6 @@ log = logging.getLogger(__name__)
 
 #: PyPI's cap on rows per `changelog_since_serial` call; nothing in a reply says it was reached.
 PAGE_CAP = 50_000
-#: `list_packages_with_serial` may answer this many times `--max-response-bytes` (one call).
-LISTING_SIZE_FACTOR = 4
 _RESET_IN = re.compile(r"Limit may reset in (\d+(?:\.\d+)?) seconds?")
 _FIXES = {
     -32601: "the server does not offer this method: check that --pypi-url is PyPI's /pypi endpoint",
@@ -238,13 +236,12 @@ class PyPIClient:
     async def list_packages_with_serial(self) -> dict[str, int]:
         """Every project's display name and last serial (slow; may lag the journal).
 
-        PyPI's answer is about 60 MB (some 700,000 projects), so this one call may read up to
-        LISTING_SIZE_FACTOR times `--max-response-bytes`. An answer that is not a struct of
-        names to serials in the journal's range is refused and asked for again.
+        PyPI's answer is about 60 MB (some 700,000 projects), so this one call may read a
+        multiple of `--max-response-bytes` (`SourceSettings.response_cap`). An answer that is
+        not a struct of names to serials in the journal's range is refused and asked for again.
         """
-        cap = self.settings.max_response_bytes * LISTING_SIZE_FACTOR
         while True:
-            value = await self._call("list_packages_with_serial", (), decode_response, cap=cap)
+            value = await self._call("list_packages_with_serial", (), decode_response)
             problem = check_listing(value)
             if problem is None:
                 assert isinstance(value, dict)
@@ -294,13 +291,10 @@ class PyPIClient:
         decode: Callable[[bytes], T],
         *,
         decode_after: asyncio.Event | None = None,
-        cap: int | None = None,
     ) -> T:
-        """Call `method` until it succeeds or fails in a way retrying cannot fix.
-
-        `cap`: the largest answer read, if not `--max-response-bytes`.
-        """
+        """Call `method` until it succeeds or fails in a way retrying cannot fix."""
         body = encode_call(method, params)
+        cap = self.settings.response_cap(method)
         while True:
             await self._pace()
             started = self._clock()
@@ -384,7 +378,7 @@ class PyPIClient:
             self.metrics.errors.labels("source").inc()
         raise error
 
-    async def _post(self, body: bytes, cap: int | None = None) -> bytes:
+    async def _post(self, body: bytes, cap: int) -> bytes:
         """POST one request; map every transport failure to a SourceError."""
         if self._session is None:
             raise RuntimeError("PyPIClient used outside `async with`")
@@ -395,7 +389,9 @@ class PyPIClient:
                 self._note_quota(response.headers)
                 status = response.status
                 if status != 200:
-                    payload = await self._read_capped(url, response)
+                    payload = await self._read_capped(
+                        url, response, self.settings.max_response_bytes
+                    )
                     return self._check_status(url, status, payload, response.headers)
                 return await self._read_capped(url, response, cap)
         except TimeoutError:
@@ -473,11 +469,8 @@ class PyPIClient:
             fix,
         )
 
-    async def _read_capped(
-        self, url: str, response: aiohttp.ClientResponse, cap: int | None = None
-    ) -> bytes:
+    async def _read_capped(self, url: str, response: aiohttp.ClientResponse, cap: int) -> bytes:
         """The body, read in chunks and abandoned once over `cap` (`--max-response-bytes`)."""
-        cap = cap or self.settings.max_response_bytes
         declared = response.content_length
         if declared is not None and declared > cap:
             raise _too_large(url, f"declares {declared} bytes")

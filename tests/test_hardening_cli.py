@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 
 from bridge.broker import EmbeddedBroker
-from bridge.cli import RedactSecrets
+from bridge.cli import RedactSecrets, setup_logging
+from bridge.credentials import Credentials, Sources, on_secret
 from tests.conftest import real_kafka
 from tests.realkafka import KafkaCluster
 from tests.support import (
@@ -518,3 +519,35 @@ def test_redaction_leaves_other_lines_alone() -> None:
     assert _redacted("Response from k:9092 4: MetadataResponse_v8(%s)", "brokers=[]") == (
         "Response from k:9092 4: MetadataResponse_v8(brokers=[])"
     )
+
+
+def test_redaction_learns_a_password_rotated_after_the_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The filter installed by setup_logging hides a password that was not in the file at start:
+    `Credentials` tells it of each secret it reads, before a connection uses it."""
+    password_file = tmp_path / "password"
+    password_file.write_text("first-password\n", encoding="utf-8")
+    sources = Sources(tls=False, sasl=True, sasl_password_file=str(password_file))
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        setup_logging("DEBUG")
+        held = Credentials(sources)
+        material = held.current()
+        password_file.write_text("second-password-after-rotation\n", encoding="utf-8")
+        rotated = held.current()  # the file's size changed: read again
+        logging.getLogger("aiokafka.conn").debug(
+            "sending %s then %r", material.sasl_password, rotated.sasl_password
+        )
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+        on_secret(None)
+    logged = capsys.readouterr().err
+    assert rotated.sasl_password == "second-password-after-rotation"
+    assert "sending <redacted> then '<redacted>'" in logged, logged
+    assert "first-password" not in logged, logged
+    assert "second-password" not in logged, logged

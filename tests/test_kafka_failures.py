@@ -27,7 +27,7 @@ import signal
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -349,71 +349,73 @@ async def test_topics_are_created_with_the_replication_asked_and_two_replicas_in
     assert found == wanted
 
 
-async def test_killing_a_partition_leader_mid_transaction_loses_and_repeats_nothing(
-    three_brokers: KafkaCluster, journal: Simulator, tmp_path: Path, figures: Figures
+#: Picks the node to kill from the bootstrap servers, the prefix and the transaction
+#: coordinator's node id: the node, and how the figure names it.
+Pick = Callable[[str, str, int], Awaitable[tuple[int, str]]]
+
+
+async def lose_one_of_three(
+    cluster: KafkaCluster,
+    journal: Simulator,
+    tmp_path: Path,
+    figures: Figures,
+    prefix: str,
+    pick: Pick,
 ) -> None:
-    bootstrap = three_brokers.bootstrap_servers
-    prefix = "leaderkill"
+    """SIGKILL one node of three mid-transaction of a backfill with RF 3 and restart it: the
+    backfill finishes with no outage claimed, /readyz never fails, and the audit is clean."""
+    bootstrap = cluster.bootstrap_servers
     run = start_backfill(
         journal, bootstrap, prefix, tmp_path / "bridge.log", "--replication-factor", "3"
     )
     try:
         await run.watch.reach(ROWS // 5, run.bridge, 120)
         coordinator = await transaction_coordinator(bootstrap, f"{prefix}-bridge")
+        victim, named = await pick(bootstrap, prefix, coordinator)
+        await wait_for_open_transaction(bootstrap, prefix)
+        outage = await kill_and_restart(cluster, cluster.node(victim), 3.0)
+        assert await run.finish(300) == 0, run.bridge.output()[-5000:]
+    finally:
+        run.bridge.stop(signal.SIGKILL)
+    assert_no_traceback(run.bridge)
+    # Two of three brokers still make a cluster: no outage is claimed, the replica stays ready.
+    assert "is unreachable" not in run.bridge.output()
+    assert run.watch.unready == 0, "/readyz failed while two brokers of three answered"
+    await assert_clean_audit(journal, bootstrap, prefix)
+    stall = run.watch.stall_around(outage.started_at)
+    figures.add(
+        named,
+        f"stall {stall:.1f} s (node back after {outage.down:.1f} s), "
+        f"{ROWS} rows in {run.duration:.1f} s, audit clean",
+    )
+
+
+async def test_killing_a_partition_leader_mid_transaction_loses_and_repeats_nothing(
+    three_brokers: KafkaCluster, journal: Simulator, tmp_path: Path, figures: Figures
+) -> None:
+    async def busiest_leader(bootstrap: str, prefix: str, coordinator: int) -> tuple[int, str]:
+        # A leader of event partitions that does not coordinate the transaction (one failure
+        # at a time), the one leading most partitions of the busiest topic.
         leaders = await partition_leaders(bootstrap, event_topics(prefix))
-        # A leader of event partitions that does not coordinate the transaction (one failure at
-        # a time), the one leading most partitions of the busiest topic.
         busiest = topic_name(prefix, BUSIEST)
         victim = max(
             set(leaders.values()) - {coordinator},
             key=lambda n: sum(1 for tp, m in leaders.items() if m == n and tp.topic == busiest),
         )
         led = sum(1 for n in leaders.values() if n == victim)
-        await wait_for_open_transaction(bootstrap, prefix)
-        outage = await kill_and_restart(three_brokers, three_brokers.node(victim), 3.0)
-        assert await run.finish(300) == 0, run.bridge.output()[-5000:]
-    finally:
-        run.bridge.stop(signal.SIGKILL)
-    assert_no_traceback(run.bridge)
-    # Two of three brokers still make a cluster: no outage is claimed, the replica stays ready.
-    assert "is unreachable" not in run.bridge.output()
-    assert run.watch.unready == 0, "/readyz failed while two brokers of three answered"
-    await assert_clean_audit(journal, bootstrap, prefix)
-    stall = run.watch.stall_around(outage.started_at)
-    figures.add(
-        f"SIGKILL of node {victim} of 3, leader of {led} event partitions (RF 3, min ISR 2)",
-        f"stall {stall:.1f} s (node back after {outage.down:.1f} s), "
-        f"{ROWS} rows in {run.duration:.1f} s, audit clean",
-    )
+        named = f"SIGKILL of node {victim} of 3, leader of {led} event partitions (RF 3, min ISR 2)"
+        return victim, named
+
+    await lose_one_of_three(three_brokers, journal, tmp_path, figures, "leaderkill", busiest_leader)
 
 
 async def test_killing_the_transaction_coordinator_mid_transaction_loses_and_repeats_nothing(
     three_brokers: KafkaCluster, journal: Simulator, tmp_path: Path, figures: Figures
 ) -> None:
-    bootstrap = three_brokers.bootstrap_servers
-    prefix = "coordkill"
-    run = start_backfill(
-        journal, bootstrap, prefix, tmp_path / "bridge.log", "--replication-factor", "3"
-    )
-    try:
-        await run.watch.reach(ROWS // 5, run.bridge, 120)
-        coordinator = await transaction_coordinator(bootstrap, f"{prefix}-bridge")
-        await wait_for_open_transaction(bootstrap, prefix)
-        outage = await kill_and_restart(three_brokers, three_brokers.node(coordinator), 3.0)
-        assert await run.finish(300) == 0, run.bridge.output()[-5000:]
-    finally:
-        run.bridge.stop(signal.SIGKILL)
-    assert_no_traceback(run.bridge)
-    # Two of three brokers still make a cluster: no outage is claimed, the replica stays ready.
-    assert "is unreachable" not in run.bridge.output()
-    assert run.watch.unready == 0, "/readyz failed while two brokers of three answered"
-    await assert_clean_audit(journal, bootstrap, prefix)
-    stall = run.watch.stall_around(outage.started_at)
-    figures.add(
-        f"SIGKILL of the transaction coordinator (node {coordinator} of 3)",
-        f"stall {stall:.1f} s (node back after {outage.down:.1f} s), "
-        f"{ROWS} rows in {run.duration:.1f} s, audit clean",
-    )
+    async def the_coordinator(bootstrap: str, prefix: str, coordinator: int) -> tuple[int, str]:
+        return coordinator, f"SIGKILL of the transaction coordinator (node {coordinator} of 3)"
+
+    await lose_one_of_three(three_brokers, journal, tmp_path, figures, "coordkill", the_coordinator)
 
 
 async def test_a_restarted_single_broker_is_waited_for_with_one_line_and_nothing_is_lost(

@@ -528,7 +528,7 @@ async def test_a_refusing_proxy_is_a_retriable_error_naming_it_without_the_passw
         )
         async with PyPIClient(settings) as client:
             with pytest.raises(TransientSourceError) as raised:
-                await client._post(b"<methodCall/>")
+                await client._post(b"<methodCall/>", 1 << 20)
     message = str(raised.value)
     assert expected in message, message
     assert f"the proxy http://{PROXY_USER}:<redacted>@127.0.0.1:" in message
@@ -542,7 +542,7 @@ async def test_an_unreachable_proxy_is_a_retriable_error_naming_it() -> None:
     )
     async with PyPIClient(settings) as client:
         with pytest.raises(TransientSourceError) as raised:
-            await client._post(b"<methodCall/>")
+            await client._post(b"<methodCall/>", 1 << 20)
     assert f"cannot connect to the proxy {DEAD_PROXY} (--pypi-proxy)" in str(raised.value)
 
 

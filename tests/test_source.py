@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from aiohttp import web
 
 from bridge.config import SourceSettings
 from bridge.errors import SourceFault, Throttled, TransientSourceError
@@ -17,7 +18,7 @@ from bridge.source import (
     throttle_delay,
     user_agent,
 )
-from bridge.xmlrpc import XmlRpcFault
+from bridge.xmlrpc import XmlRpcFault, encode_call
 
 REAL_THROTTLE = (
     "HTTPTooManyRequests: The action could not be performed because there were too many "
@@ -101,3 +102,57 @@ def test_backoff_survives_thousands_of_attempts() -> None:
     backoff = Backoff(base=0.5, cap=60.0)
     delays = [backoff.next_delay() for _ in range(5000)]
     assert 30.0 <= delays[-1] <= 60.0
+
+
+def test_only_the_project_listing_may_answer_more_than_the_cap() -> None:
+    settings = SourceSettings(max_response_bytes=1000)
+    assert settings.response_cap("list_packages_with_serial") == 4000
+    assert settings.response_cap("changelog_since_serial") == 1000
+    assert settings.response_cap("changelog_last_serial") == 1000
+
+
+def _struct(members: int) -> bytes:
+    """A list_packages_with_serial answer of `members` projects."""
+    body = "".join(
+        f"<member><name>project-{i:06d}</name><value><int>{i + 1}</int></value></member>"
+        for i in range(members)
+    )
+    return (
+        "<?xml version='1.0'?><methodResponse><params><param><value><struct>"
+        f"{body}</struct></value></param></params></methodResponse>"
+    ).encode()
+
+
+async def test_a_listing_over_the_page_cap_is_read_and_a_page_that_size_is_not() -> None:
+    """On a real loopback server: a 3x-cap listing is read whole; the same size for a changelog
+    page is abandoned as too large (and would be retried)."""
+    listing = _struct(100)
+    cap = len(listing) // 3
+    served: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        method = (await request.read()).split(b"<methodName>")[1].split(b"<")[0].decode()
+        served.append(method)
+        return web.Response(body=listing, content_type="text/xml")
+
+    app = web.Application()
+    app.router.add_post("/pypi", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    settings = SourceSettings(
+        pypi_url=f"http://127.0.0.1:{port}/pypi", min_request_interval=0, max_response_bytes=cap
+    )
+    try:
+        async with PyPIClient(settings) as client:
+            found = await client.list_packages_with_serial()
+            assert len(found) == 100
+            page_cap = settings.response_cap("changelog_since_serial")
+            with pytest.raises(TransientSourceError, match="over --max-response-bytes") as error:
+                await client._post(encode_call("changelog_since_serial", (0,)), page_cap)
+            assert error.value.outcome == "too_large"
+    finally:
+        await runner.cleanup()
+    assert served[0] == "list_packages_with_serial"
