@@ -11,12 +11,13 @@ import sys
 import time
 import urllib.request
 import xmlrpc.client
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from bridge.kafka import partitions_of, read_ranges
@@ -169,6 +170,23 @@ def fixed_journal(
         yield sim
     finally:
         sim.stop()
+
+
+@contextlib.asynccontextmanager
+async def loopback_server(
+    path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> AsyncIterator[str]:
+    """A real HTTP server on loopback answering POSTs to `path` with `handler`; yields its URL."""
+    app = web.Application()
+    app.router.add_post(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}{path}"
+    finally:
+        await runner.cleanup()
 
 
 def _pointed(command: str, sim: Simulator, bootstrap: str, prefix: str) -> list[str]:

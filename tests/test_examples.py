@@ -14,7 +14,7 @@ from aiohttp import web
 
 from bridge.broker import EmbeddedBroker
 from bridge.events import FileAdded
-from tests.support import ROOT, child_env
+from tests.support import ROOT, child_env, loopback_server
 from tests.test_consumer import Published, publish
 
 EXAMPLES = ROOT / "examples"
@@ -91,17 +91,8 @@ async def webhook() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         received.append(await request.json())
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}/hook", received
-    finally:
-        await runner.cleanup()
+    async with loopback_server("/hook", hook) as url:
+        yield url, received
 
 
 async def test_yank_notifier_posts_one_notification_per_matching_event(

@@ -19,6 +19,7 @@ from bridge.source import (
     user_agent,
 )
 from bridge.xmlrpc import XmlRpcFault, encode_call
+from tests.support import loopback_server
 
 REAL_THROTTLE = (
     "HTTPTooManyRequests: The action could not be performed because there were too many "
@@ -135,17 +136,8 @@ async def test_a_listing_over_the_page_cap_is_read_and_a_page_that_size_is_not()
         served.append(method)
         return web.Response(body=listing, content_type="text/xml")
 
-    app = web.Application()
-    app.router.add_post("/pypi", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    settings = SourceSettings(
-        pypi_url=f"http://127.0.0.1:{port}/pypi", min_request_interval=0, max_response_bytes=cap
-    )
-    try:
+    async with loopback_server("/pypi", answer) as url:
+        settings = SourceSettings(pypi_url=url, min_request_interval=0, max_response_bytes=cap)
         async with PyPIClient(settings) as client:
             found = await client.list_packages_with_serial()
             assert len(found) == 100
@@ -153,6 +145,4 @@ async def test_a_listing_over_the_page_cap_is_read_and_a_page_that_size_is_not()
             with pytest.raises(TransientSourceError, match="over --max-response-bytes") as error:
                 await client._post(encode_call("changelog_since_serial", (0,)), page_cap)
             assert error.value.outcome == "too_large"
-    finally:
-        await runner.cleanup()
     assert served[0] == "list_packages_with_serial"
