@@ -21,7 +21,6 @@ merge back until a watermark (`bridge.watermark`) proves it can hold nothing ear
 from __future__ import annotations
 
 import collections
-import contextlib
 import datetime
 import fnmatch
 import heapq
@@ -47,6 +46,7 @@ from bridge.kafka import (
     failure,
     partitions_of,
     refusal,
+    started,
     unreachable,
 )
 from bridge.parse import normalize_name
@@ -215,48 +215,41 @@ def search_client(kafka: KafkaSettings, partitions: Iterable[TopicPartition]) ->
     It is assigned once: aiokafka's fetcher can swallow the cancellation of a `stop()` that
     comes right after a new assignment, and would then never stop.
     """
-    client = consumer(
+    client = _search_consumer(kafka)
+    _assign_paused(client, list(partitions))
+    return client
+
+
+def _search_consumer(kafka: KafkaSettings) -> AIOKafkaConsumer:
+    return consumer(
         kafka,
         isolation_level="read_committed",
         fetch_max_wait_ms=SEARCH_FETCH_WAIT_MS,
         max_partition_fetch_bytes=SEARCH_FETCH_BYTES,
     )
-    chosen = list(partitions)
-    client.assign(chosen)
-    if chosen:
-        client.pause(*chosen)
-    return client
+
+
+def _assign_paused(client: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
+    client.assign(partitions)
+    if partitions:
+        client.pause(*partitions)
 
 
 async def read_watermark(kafka: KafkaSettings, prefix: str) -> Watermark | None:
     """The newest watermark of `prefix`, or None while there is none (or no topic yet).
 
-    Clients of its own: a consumer or mirror asks this before it reads anything else. The topic
-    is looked for first, by a client with nothing assigned: assigning a missing topic would ask
-    for its metadata, and a broker with `auto.create.topics.enable` would create it.
+    A client of its own: a consumer or mirror asks this before it reads anything else. The
+    topic is looked for while nothing is assigned (assigning a missing topic would ask for its
+    metadata, and a broker with `auto.create.topics.enable` would create it); it is then the
+    client's first assignment, which its `stop()` survives (see `search_client`).
     """
     tp = TopicPartition(watermark_topic(prefix), 0)
-    async with _started(kafka, consumer(kafka)) as probe:
-        if tp.topic not in await probe.topics():
+    async with started(kafka, _search_consumer(kafka)) as client:
+        if tp.topic not in await client.topics():
             return None
-    async with _started(kafka, search_client(kafka, [tp])) as client:
+        _assign_paused(client, [tp])
         found, _, _ = await newest_watermark(client, prefix)
     return found
-
-
-@contextlib.asynccontextmanager
-async def _started(
-    kafka: KafkaSettings, client: AIOKafkaConsumer
-) -> AsyncIterator[AIOKafkaConsumer]:
-    """`client` started (one line if Kafka cannot be reached), and stopped on the way out."""
-    try:
-        try:
-            await client.start()
-        except KafkaConnectionError as exc:
-            raise await refusal(kafka) or unreachable(kafka, exc) from None
-        yield client
-    finally:
-        await client.stop()
 
 
 async def newest_watermark(

@@ -10,9 +10,10 @@ so those details live in one place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -144,6 +145,22 @@ def unreachable(kafka: KafkaSettings, exc: BaseException) -> BrokerError:
         f"cannot reach Kafka at {kafka.bootstrap_servers}: {type(exc).__name__}: {exc}",
         "check --bootstrap-servers and the network",
     )
+
+
+@contextlib.asynccontextmanager
+async def started(
+    kafka: KafkaSettings, client: AIOKafkaConsumer
+) -> AsyncIterator[AIOKafkaConsumer]:
+    """`client` started, and stopped on the way out; a broker that cannot be reached, or that
+    refuses the credentials, is one line naming the fix."""
+    try:
+        try:
+            await client.start()
+        except KafkaConnectionError as exc:
+            raise await refusal(kafka) or unreachable(kafka, exc) from None
+        yield client
+    finally:
+        await client.stop()
 
 
 # --- refusals: credentials, certificates and ACLs, each as one line naming the fix ----------

@@ -25,23 +25,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaConnectionError
 
 from bridge.config import KafkaSettings
 from bridge.consumer import EventStream, read_watermark
 from bridge.errors import BridgeError
 from bridge.events import Event
 from bridge.index import QUARANTINED, ProjectIndex
-from bridge.kafka import consumer, partitions_of, read_ranges, unreachable
+from bridge.kafka import consumer, partitions_of, read_ranges, started
 from bridge.parse import normalize_name
 from bridge.routing import projects_topic
 
@@ -147,7 +144,7 @@ class Mirror:
 async def read_index(kafka: KafkaSettings, prefix: str) -> tuple[int, dict[str, bytes]]:
     """The newest watermark's serial (0 if none), then the index topic read to its end."""
     watermark = await read_watermark(kafka, prefix)
-    async with _reader(kafka) as client:
+    async with started(kafka, consumer(kafka, isolation_level="read_committed")) as client:
         partitions = await partitions_of(client, [projects_topic(prefix)])
         begins = await client.beginning_offsets(partitions)
         records = await read_ranges(client, begins)
@@ -156,19 +153,6 @@ async def read_index(kafka: KafkaSettings, prefix: str) -> tuple[int, dict[str, 
         entries[(record.key or b"").decode()] = record.value
     kept = {key: value for key, value in entries.items() if value is not None}
     return (watermark.serial if watermark is not None else 0), kept
-
-
-@contextlib.asynccontextmanager
-async def _reader(kafka: KafkaSettings) -> AsyncIterator[AIOKafkaConsumer]:
-    client = consumer(kafka, isolation_level="read_committed")
-    try:
-        try:
-            await client.start()
-        except KafkaConnectionError as exc:
-            raise unreachable(kafka, exc) from None
-        yield client
-    finally:
-        await client.stop()
 
 
 async def follow(

@@ -91,6 +91,24 @@ async def _wait_for_watermark(bootstrap: str, prefix: str, within: float = 60.0)
     raise AssertionError(f"no watermark on {prefix}.watermark within {within} s")
 
 
+async def _wait_for_covered(
+    bootstrap: str, prefix: str, event_type: str, within: float = 120.0
+) -> None:
+    """Until the newest watermark covers at least one committed event of `event_type`."""
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        stream = EventStream(
+            kafka, [event_type], prefix=prefix, from_beginning=True, until_caught_up=True
+        )
+        async with stream:
+            async for _ in stream:
+                return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no {event_type} event under a watermark of {prefix} within {within} s")
+
+
 async def _consume_process(bootstrap: str, prefix: str, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         *bridge_command(
@@ -175,6 +193,9 @@ async def journal(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFacto
         started.append(bridge)
         await _wait_line(bridge, "is now the leader", 60)
         caught_up_type = "file.added"
+        # A fixed pause is not enough on a busy machine: the first watermarks may cover no
+        # upload yet (the journal's early years have none), and the test would prove nothing.
+        await _wait_for_covered(broker.bootstrap_servers, prefix, caught_up_type)
         until = await _consume_process(
             broker.bootstrap_servers,
             prefix,
